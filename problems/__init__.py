@@ -1,0 +1,35 @@
+"""Problems: targets a sampler is judged against. ``get_problem(name_or_path)``; ``PROBLEMS`` lists presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdebench.errors import ConfigError
+
+from .files import load_target
+from .gmm import GaussianMixture
+from .presets import PRESETS
+
+__all__ = ["GaussianMixture", "PROBLEMS", "get_problem", "load_target", "register_problem"]
+
+# name -> zero-argument factory; other modules (image problems, labelled mixtures) add entries
+PROBLEMS: dict = dict(PRESETS)
+
+
+def register_problem(name: str, factory) -> None:
+    PROBLEMS[name] = factory
+
+
+def get_problem(name: str):
+    if name in PROBLEMS:
+        return PROBLEMS[name]()
+    if name.endswith((".json", ".toml")) or Path(name).is_file():
+        return load_target(name)
+    raise ConfigError(f"unknown problem {name!r}; valid: {', '.join(PROBLEMS)} or a .json/.toml target file")
+
+
+def describe(name: str) -> str:
+    try:
+        return getattr(PROBLEMS[name](), "description", "")
+    except Exception as exc:  # a problem whose data is missing still gets listed
+        return f"(unavailable: {exc})"

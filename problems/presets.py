@@ -1,0 +1,72 @@
+"""Named analytic targets (THEORY.md section 2). Each preset is a deterministic function of its name."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .gmm import GaussianMixture
+
+
+def _rotation(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+def gauss1d() -> GaussianMixture:
+    return GaussianMixture([1.0], [[1.5]], [[[0.25]]], name="gauss1d", description="N(1.5, 0.5^2)")
+
+
+def gauss_aniso16() -> GaussianMixture:
+    d = 16
+    Q = _rotation(d, seed=1234)
+    lam = torch.logspace(-2, 1, d, dtype=torch.float64)  # condition number 1e3
+    S = Q @ torch.diag(lam) @ Q.T
+    S = 0.5 * (S + S.T)
+    g = torch.Generator().manual_seed(4321)
+    mu = 0.5 * torch.randn(1, d, generator=g, dtype=torch.float64)
+    return GaussianMixture([1.0], mu, S[None], name="gauss-aniso16",
+                           description="16-d Gaussian, eigenvalues 1e-2..10 (cond 1e3), random rotation (seed 1234)")
+
+
+def gmm1d() -> GaussianMixture:
+    return GaussianMixture([0.3, 0.7], [[-2.0], [2.0]], [[[0.25]], [[0.25]]], name="gmm1d",
+                           description="bimodal 1-D: 0.3 N(-2, 0.5^2) + 0.7 N(2, 0.5^2)")
+
+
+def gmm2d_ring8(labels: int | None = None) -> GaussianMixture:
+    ang = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    mu = 4.0 * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
+    covs = 0.09 * torch.eye(2, dtype=torch.float64).expand(8, 2, 2)
+    lab = None if labels is None else [k % labels for k in range(8)]
+    return GaussianMixture(torch.full((8,), 1 / 8), mu, covs, name="gmm2d-ring8", labels=lab,
+                           description="8 equal modes on a circle of radius 4, std 0.3")
+
+
+def gmm2d_imbalanced() -> GaussianMixture:
+    mu = [[-2.5, -2.5], [2.5, 2.5]]
+    covs = 0.25 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    return GaussianMixture([0.95, 0.05], mu, covs, name="gmm2d-imbalanced",
+                           description="weights 0.95/0.05, modes (-2.5,-2.5) and (2.5,2.5), std 0.5")
+
+
+def gmm_d32() -> GaussianMixture:
+    d, K = 32, 5
+    g = torch.Generator().manual_seed(32)
+    mu = 3.0 * torch.randn(K, d, generator=g, dtype=torch.float64) / math.sqrt(2.0)
+    std = 0.5 + 0.5 * torch.rand(K, d, generator=g, dtype=torch.float64)
+    w = torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1], dtype=torch.float64)
+    return GaussianMixture(w, mu, torch.diag_embed(std**2), name="gmm-d32",
+                           description="5 modes in 32-d, random means (seed 32), diagonal stds in [0.5, 1]")
+
+
+PRESETS = {
+    "gauss1d": gauss1d,
+    "gauss-aniso16": gauss_aniso16,
+    "gmm1d": gmm1d,
+    "gmm2d-ring8": gmm2d_ring8,
+    "gmm2d-imbalanced": gmm2d_imbalanced,
+    "gmm-d32": gmm_d32,
+}

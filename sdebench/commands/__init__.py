@@ -1,0 +1,1 @@
+"""Subcommands of the ``sdebench`` CLI (see ``sdebench.cli.COMMANDS``)."""

@@ -1,0 +1,49 @@
+"""``sdebench list``: solvers, problems, SDEs, schedules and metrics with one-line descriptions."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("list", help="list solvers, problems, SDEs, schedules and metrics",
+                       description="List what can be named on the command line.")
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "solvers", "problems", "sdes", "schedules", "metrics"])
+    return p
+
+
+def _order(spec) -> str:
+    if spec.strong_order is not None:
+        return f"weak {spec.order:g} / strong {spec.strong_order:g}"
+    return f"{spec.order:g}"
+
+
+def main(args) -> int:
+    from sdebench.problems import PROBLEMS, describe
+    from sdebench.run import METRICS
+    from sdebench.schedules import SCHEDULES
+    from sdebench.sde import SDES
+    from sdebench.solvers import SOLVERS
+
+    w = args.what
+    if w in ("all", "solvers"):
+        print("SOLVERS  (name, kind, order, NFE per step: description)")
+        for name, spec in sorted(SOLVERS.items()):
+            nfe = "adaptive" if spec.adaptive else f"{spec.nfe_per_step}"
+            print(f"  {name:26s} {spec.kind.upper():3s}  order {_order(spec):20s} NFE/step {nfe:8s} {spec.summary}")
+    if w in ("all", "problems"):
+        print("PROBLEMS")
+        for name in PROBLEMS:
+            print(f"  {name:26s} {describe(name)}")
+    if w in ("all", "sdes"):
+        print("SDES")
+        for name, cls in SDES.items():
+            print(f"  {name:26s} {cls.description}")
+    if w in ("all", "schedules"):
+        print("SCHEDULES")
+        for name, (_, desc) in SCHEDULES.items():
+            print(f"  {name:26s} {desc}")
+    if w in ("all", "metrics"):
+        print("METRICS")
+        for name, desc in METRICS.items():
+            print(f"  {name:26s} {desc}")
+    return 0

@@ -1,0 +1,144 @@
+"""``sdebench run``: one problem x SDE x solver x schedule over a list of NFE budgets and seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from sdebench.errors import ConfigError
+
+
+def int_list(text: str, what: str) -> list[int]:
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            v = int(part)
+        except ValueError:
+            raise ConfigError(f"{what} must be comma-separated integers, got {part!r}") from None
+        out.append(v)
+    return out
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    opts = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise ConfigError(f"solver option must look like key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            v = float(v) if any(c in v for c in ".eE") or v.lstrip("-").isdigit() else v
+        except ValueError:
+            pass
+        if isinstance(v, float) and v.is_integer() and "." not in item.split("=", 1)[1]:
+            v = int(v)
+        opts[k.strip()] = v
+    return opts
+
+
+def positive_float(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{what} must be finite, got {text!r}")
+    return v
+
+
+def add_common_cell_args(p):
+    p.add_argument("--problem", required=True, help="preset name (see `sdebench list`) or a .json/.toml target file")
+    p.add_argument("--sde", default="vp", help="forward SDE (default vp)")
+    p.add_argument("--schedule", default="uniform", help="time grid: uniform, logsnr, edm, quadratic")
+    p.add_argument("--t-end", default=None, help="final time (default: the SDE's, 1e-3 for VP)")
+    p.add_argument("--T", default=None, help="horizon T (default: the SDE's)")
+    p.add_argument("--init", default="exact", help="exact (x_T ~ p_T) or prior (the SDE's prior)")
+    p.add_argument("--reference", default="t_end", help="judge against p_{t_end} (default) or 'data' (p_0)")
+    p.add_argument("--dtype", default="float64", help="float64 (default) or float32")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def add_parser(sub):
+    p = sub.add_parser("run", help="run a solver over NFE budgets and seeds; print and save the table",
+                       description="Run one solver on one problem over NFE budgets and seeds.")
+    add_common_cell_args(p)
+    p.add_argument("--solver", required=True, help="solver name(s), comma-separated (see `sdebench list`)")
+    p.add_argument("--nfe", default="5,10,20,40", help="comma-separated NFE budgets (default 5,10,20,40)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--samples", default="2000", help="samples per cell (default 2000)")
+    p.add_argument("--metrics", default=None, help="comma-separated metrics (default: all that apply)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="solver option, e.g. -o eta=0.5")
+    p.add_argument("--no-crn", action="store_true", help="independent noise per NFE (default: common random numbers)")
+    p.add_argument("--out", default=None, help="write rows to this .parquet or .csv file")
+    return p
+
+
+def build_cells(args) -> list:
+    from sdebench.run import DEFAULT_METRICS, CellConfig, crn_base_steps
+    from sdebench.solvers import get_solver
+
+    nfes = int_list(args.nfe, "--nfe")
+    bad = [n for n in nfes if n < 1]
+    if bad:
+        raise ConfigError(f"NFE must be >= 1, got {bad[0]}")
+    seeds = int_list(args.seeds, "--seeds")
+    samples = int_list(args.samples, "--samples")[0]
+    if samples < 2:
+        raise ConfigError(f"--samples must be >= 2, got {samples}")
+    t_end = None if args.t_end is None else positive_float(args.t_end, "--t-end")
+    T = None if args.T is None else positive_float(args.T, "--T")
+    metrics = DEFAULT_METRICS if not args.metrics else tuple(m.strip() for m in args.metrics.split(","))
+    options = parse_options(args.option)
+    cells = []
+    for solver in [s.strip() for s in args.solver.split(",")]:
+        for problem in [s.strip() for s in args.problem.split(",")]:
+            spec = get_solver(solver)
+            steps = [spec.steps_for_nfe(n) for n in nfes]
+            crn = None if (args.no_crn or spec.adaptive) else crn_base_steps(steps)
+            for nfe in nfes:
+                for seed in seeds:
+                    cells.append(CellConfig(problem=problem, sde=args.sde, solver=solver, nfe=nfe, seed=seed,
+                                            n_samples=samples, schedule=args.schedule, t_end=t_end, T=T,
+                                            init=args.init, dtype=args.dtype, device=args.device,
+                                            solver_options=options, metrics=metrics, crn_steps=crn,
+                                            reference=args.reference))
+    return cells
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    from sdebench.run import METRICS
+
+    keys = ["problem", "sde", "solver", "schedule", "nfe"]
+    cols = [c for c in METRICS if c in df.columns]
+    nulls = [f"{c}_null" for c in cols if f"{c}_null" in df.columns]
+    g = df.groupby(keys, sort=False)
+    out = g[cols + nulls].mean(numeric_only=True)
+    out.insert(0, "seeds", g.size())
+    status = g["status"].agg(lambda s: "ok" if (s == "ok").all() else ",".join(sorted(set(s))))
+    out["status"] = status
+    with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4g}".format):
+        return out.reset_index().to_string(index=False)
+
+
+def main(args) -> int:
+    from sdebench.io import check_writable, write_table
+    from sdebench.run import prepare, run_cell
+
+    cells = build_cells(args)
+    for c in {(c.problem, c.solver, c.nfe): c for c in cells}.values():
+        prepare(c)  # every bad input is reported before any work is done
+    if args.out:
+        check_writable(args.out)
+    rows = []
+    for c in cells:
+        rows.append(run_cell(c))
+    df = pd.DataFrame(rows)
+    print(summary_table(df))
+    if args.out:
+        path = write_table(df, args.out)
+        print(f"wrote {len(df)} rows to {path}")
+    bad = df[df["status"] != "ok"]
+    for _, r in bad.iterrows():
+        print(f"{r['status']}: {r['solver']} nfe={r['nfe']} seed={r['seed']}: {r.get('error', '')}")
+    return 0

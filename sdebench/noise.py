@@ -1,0 +1,155 @@
+"""Injectable, reproducible noise: Gaussian draws keyed by (seed, stream, index), Brownian paths shared
+across step counts.
+
+Batch-size independence: draws are generated in fixed blocks of ``BLOCK`` rows, each block from its
+own generator seeded by a hash of (seed, key, block number). Row i of a draw is therefore the same
+whether the batch has 10 or 10^6 rows.
+
+Common random numbers: a :class:`NoiseSource` carries a *base grid* (the finest grid of a
+convergence study). A solver running on a grid that is every k-th point of the base grid receives,
+for step i, the Brownian increment summed over base cells ki .. ki + k - 1, so every step count sees
+the same Brownian path. Brownian motion runs in reverse time s = T - t (s increases while sampling);
+an increment over a step of length h has variance h.
+
+Noise a solver needs beyond the Brownian path (Langevin corrector, EDM churn, ...) comes from
+``normal(stream, *index)``: also keyed, also batch independent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+__all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "BLOCK"]
+
+BLOCK = 256
+
+
+def _key_seed(seed: int, key: tuple) -> int:
+    h = hashlib.blake2b(repr((int(seed),) + tuple(key)).encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+class NoiseSource:
+    """Standard normal draws of shape ``(n, *event_shape)`` keyed by a tuple, plus Brownian increments.
+
+    Parameters
+    ----------
+    seed : int
+    n, event_shape : batch rows and per-sample shape of every draw
+    base_grid : float64 tensor (T -> t_end) on which the Brownian path is sampled; ``None`` means
+        "whatever grid the solver uses" (set by the harness with :meth:`for_grid`).
+    """
+
+    def __init__(self, seed: int, n: int, event_shape, dtype=torch.float64, device="cpu", base_grid=None):
+        self.seed = int(seed)
+        self.n = int(n)
+        self.event_shape = tuple(event_shape)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.base_grid = None if base_grid is None else base_grid.to(torch.float64).cpu()
+        self._stride = 1
+        self._cache: dict = {}
+
+    # ---- raw keyed draws ----------------------------------------------------------------------
+    def standard_normal(self, key: tuple) -> torch.Tensor:
+        """N(0, I) of shape (n, *event_shape); the same key always gives the same tensor."""
+        out = torch.empty((self.n, *self.event_shape), dtype=self.dtype, device=self.device)
+        gen = torch.Generator(device=self.device)
+        for b, start in enumerate(range(0, self.n, BLOCK)):
+            gen.manual_seed(_key_seed(self.seed, key + (b,)))
+            rows = min(BLOCK, self.n - start)
+            block = torch.randn((BLOCK, *self.event_shape), generator=gen, dtype=self.dtype, device=self.device)
+            out[start : start + rows] = block[:rows]
+        return out
+
+    def normal(self, stream: str, *index) -> torch.Tensor:
+        """Extra standard-normal noise for a solver (e.g. ``normal('langevin', step, j)``)."""
+        return self.standard_normal((stream,) + tuple(int(i) for i in index))
+
+    # ---- Brownian path ------------------------------------------------------------------------
+    def for_grid(self, grid: torch.Tensor) -> NoiseSource:
+        """Bind the solver's grid: check it is a sub-grid of the base grid and set the stride."""
+        grid = grid.to(torch.float64).cpu()
+        if self.base_grid is None:
+            self.base_grid = grid
+        base_steps = len(self.base_grid) - 1
+        steps = len(grid) - 1
+        if base_steps % steps:
+            raise ValueError(f"grid with {steps} steps is not a sub-grid of the {base_steps}-step base grid")
+        stride = base_steps // steps
+        if not torch.allclose(self.base_grid[::stride], grid, rtol=1e-12, atol=1e-15):
+            raise ValueError("solver grid is not a sub-grid of the noise source's base grid")
+        self._stride = stride
+        return self
+
+    def _cell_h(self, j: int) -> float:
+        return float(self.base_grid[j] - self.base_grid[j + 1])
+
+    def dW(self, i: int) -> torch.Tensor:
+        """Brownian increment over step i (grid[i] -> grid[i+1]), variance grid[i] - grid[i+1]."""
+        return self.dW_I(i, with_integral=False)[0]
+
+    def dW_I(self, i: int, with_integral: bool = True):
+        """(dW, I) over step i, with I = int_{s_a}^{s_b} (s - s_a) dW_s in reverse time s.
+
+        Per base cell of length h: dW = sqrt(h) xi_1 and the cell's own integral
+        J = h/2 dW + sqrt(h^3/12) xi_2 (jointly Gaussian, Cov(J, dW) = h^2/2, Var J = h^3/3).
+        Over a union of cells: I = sum_j [J_j + (s_j - s_a) dW_j].
+        """
+        if self.base_grid is None:
+            raise ValueError("NoiseSource has no grid: call for_grid(grid) first")
+        k = self._stride
+        dW = None
+        I = None
+        offset = 0.0
+        for j in range(i * k, (i + 1) * k):
+            h = self._cell_h(j)
+            w = math.sqrt(h) * self.standard_normal(("bm-w", j))
+            dW = w if dW is None else dW + w
+            if with_integral:
+                J = 0.5 * h * w + math.sqrt(h**3 / 12.0) * self.standard_normal(("bm-h", j))
+                J = J + offset * w
+                I = J if I is None else I + J
+                offset += h
+        return dW, I
+
+
+class CountingNoise(NoiseSource):
+    """Returns zeros and records every distinct key requested, in order (first pass of a probe)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keys: list[tuple] = []
+        self._seen: set = set()
+
+    def standard_normal(self, key: tuple) -> torch.Tensor:
+        if key not in self._seen:
+            self._seen.add(key)
+            self.keys.append(key)
+        return torch.zeros((self.n, *self.event_shape), dtype=self.dtype, device=self.device)
+
+
+class ProbeNoise(NoiseSource):
+    """One-hot noise: the draw for the k-th key puts a unit at row ``k*D + j``, element j (D = event size).
+
+    Driving a solver that is affine in its noise with this source makes output row ``k*D + j`` minus
+    the noiseless output equal to the column of the noise-to-output map for scalar input (k, j).
+    """
+
+    def __init__(self, keys: list[tuple], event_shape, dtype=torch.float64, device="cpu", base_grid=None):
+        D = int(math.prod(event_shape))
+        super().__init__(0, len(keys) * D, event_shape, dtype, device, base_grid)
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.D = D
+
+    def standard_normal(self, key: tuple) -> torch.Tensor:
+        out = torch.zeros((self.n, self.D), dtype=self.dtype, device=self.device)
+        k = self.index.get(key)
+        if k is None:
+            raise RuntimeError(f"probe saw a noise key the counting pass did not: {key}")
+        rows = torch.arange(k * self.D, (k + 1) * self.D, device=self.device)
+        out[rows, torch.arange(self.D, device=self.device)] = 1.0
+        return out.reshape((self.n, *self.event_shape))

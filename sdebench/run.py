@@ -1,0 +1,255 @@
+"""One cell = one (problem, sde, solver, schedule, nfe, seed) run producing one tidy results row.
+
+Data flow: problem + sde -> grid (schedule, NFE budget) -> counted Model -> x_T (exact p_T or prior)
+-> solver(model, x_T, grid, sde, noise) -> metrics with their Monte Carlo nulls -> row dict.
+A sampler that produces non-finite values gives a row with status ``diverged``; a failure inside a
+cell gives status ``error`` with the message. Neither raises.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import __version__
+from .errors import ConfigError
+from .exact import output_gaussian
+from .metrics import gaussian as gx
+from .metrics import samples as sm
+from .model import Model
+from .noise import NoiseSource
+from .schedules import make_grid
+from .sde import get_sde
+
+__all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps"]
+
+# metric name -> one-line description (shown by `sdebench list`)
+METRICS = {
+    "w2_exact": "exact W2 of the solver's Gaussian output law vs the target (Gaussian targets only)",
+    "kl_exact": "exact KL(output || target), stable for tiny errors (Gaussian targets only)",
+    "tv_exact": "TV of the output law: exact in 1-D, Monte Carlo with std. error in d-D (Gaussian targets)",
+    "w1": "exact W1 between the 1-D samples and the target (quantile function)",
+    "w2": "exact W2 between the 1-D samples and the target (quantile function)",
+    "sliced_w2": "sliced W2, exact 1-D projections of the target, 32 fixed directions",
+    "emd_w2": "W2 between the samples and an independent target sample (POT, n <= 10,000)",
+}
+DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2")
+KEY_COLUMNS = ("problem", "sde", "solver", "schedule", "nfe", "steps", "seed", "n_samples", "t_end", "init",
+               "dtype", "device")
+
+
+@dataclass
+class CellConfig:
+    problem: str
+    sde: str = "vp"
+    solver: str = "em"
+    nfe: int = 10
+    seed: int = 0
+    n_samples: int = 2000
+    schedule: str = "uniform"
+    t_end: float | None = None
+    T: float | None = None
+    init: str = "exact"
+    dtype: str = "float64"
+    device: str = "cpu"
+    solver_options: dict = field(default_factory=dict)
+    metrics: tuple = DEFAULT_METRICS
+    crn_steps: int | None = None  # steps of the common-random-numbers base grid (None: own grid)
+    reference: str = "t_end"  # judge against p_{t_end} (discretization error) or "data" (p_0)
+
+    def key(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "metrics"}
+
+
+def crn_base_steps(steps_list, cap: int = 4096) -> int | None:
+    """Least common multiple of the step counts (their grids are all sub-grids of its grid), or None
+    when it exceeds ``cap`` steps (then each step count gets its own independent noise)."""
+    lcm = 1
+    for s in steps_list:
+        lcm = lcm * s // math.gcd(lcm, s)
+        if lcm > cap:
+            return None
+    return lcm
+
+
+def _dtype(name: str):
+    table = {"float64": torch.float64, "float32": torch.float32}
+    if name not in table:
+        raise ConfigError(f"unknown dtype {name!r}; valid: {', '.join(table)}")
+    return table[name]
+
+
+def prepare(cfg: CellConfig):
+    """Validate a config and build (problem, sde, spec, steps, grid, options); raises ConfigError."""
+    from .problems import get_problem
+    from .solvers import get_solver
+
+    problem = get_problem(cfg.problem)
+    sde = get_sde(cfg.sde, T=cfg.T)
+    spec = get_solver(cfg.solver)
+    spec.check_sde(sde)
+    options = spec.check_options(cfg.solver_options)
+    if cfg.n_samples < 2:
+        raise ConfigError(f"samples must be >= 2, got {cfg.n_samples}")
+    if cfg.reference not in ("t_end", "data"):
+        raise ConfigError(f"reference must be 't_end' or 'data', got {cfg.reference!r}")
+    if cfg.init not in ("exact", "prior"):
+        raise ConfigError(f"init must be 'exact' or 'prior', got {cfg.init!r}")
+    _dtype(cfg.dtype)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available")
+    t_end = sde.t_end_default if cfg.t_end is None else cfg.t_end
+    steps = spec.steps_for_nfe(cfg.nfe)
+    grid = make_grid(sde, steps, t_end, cfg.schedule)
+    unknown = [m for m in cfg.metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown}; valid: {', '.join(METRICS)}")
+    return problem, sde, spec, steps, grid, options, t_end
+
+
+def _initial(problem, sde, cfg: CellConfig, noise: NoiseSource, dtype, device):
+    n, d = cfg.n_samples, problem.d
+    if cfg.init == "prior":
+        return (sde.prior_std() * noise.standard_normal(("init-prior",))).to(dtype)
+    u = 0.5 * torch.special.erfc(-noise.standard_normal(("init-u",))[:, 0].double().cpu() / math.sqrt(2))
+    return problem.sample_t(n, sde.T, sde, z0=noise.standard_normal(("init-z0",)), u=u,
+                            z=noise.standard_normal(("init-z",)), dtype=dtype, device=device)
+
+
+def _init_law(problem, sde, init: str):
+    """Mean and covariance of x_T (Gaussian targets)."""
+    if init == "prior":
+        return torch.zeros(problem.d, dtype=torch.float64), sde.prior_std() ** 2 * torch.eye(problem.d,
+                                                                                          dtype=torch.float64)
+    m, S = problem.moments(sde.T, sde)
+    return m, S
+
+
+def _target_sample(problem, n: int, seed: int, stream: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7919 * stream)
+    return problem.sample(n, generator=g)
+
+
+def sample_metrics(problem, x: torch.Tensor, metrics, seed: int) -> dict:
+    """Sample metrics of ``x`` against ``problem`` and, for each, its null at the same n."""
+    row: dict = {}
+    n = x.shape[0]
+    ref = None
+    null_x = _target_sample(problem, n, seed, stream=1)
+    for name in metrics:
+        if name in ("w1", "w2"):
+            if problem.d != 1:
+                continue
+            fn = sm.w1_exact if name == "w1" else sm.w2_exact_1d
+            w, m, s = problem.weights, problem.means[:, 0], torch.sqrt(problem.covs[:, 0, 0])
+            row[name] = fn(x[:, 0], w, m, s)
+            row[f"{name}_null"] = fn(null_x[:, 0], w, m, s)
+        elif name == "sliced_w2":
+            row[name] = sm.sliced_w2(x, problem, seed=seed)
+            row[f"{name}_null"] = sm.sliced_w2(null_x, problem, seed=seed)
+        elif name == "emd_w2":
+            if n > 10_000:
+                continue
+            if ref is None:
+                ref = _target_sample(problem, n, seed, stream=2)
+            row[name] = sm.emd_w2(x, ref)
+            row[f"{name}_null"] = sm.emd_w2(null_x, ref)
+    return row
+
+
+def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nfe) -> dict:
+    """w2/kl/tv of the solver's exact output law against ``target`` (Gaussian targets, fixed-grid solvers)."""
+    if not problem.is_gaussian or spec.adaptive:
+        return {}
+    wanted = [m for m in ("w2_exact", "kl_exact", "tv_exact") if m in cfg.metrics]
+    if not wanted:
+        return {}
+    m_T, P_T = _init_law(problem, sde, cfg.init)
+    base = make_grid(sde, cfg.crn_steps, grid[-1].item(), cfg.schedule) if cfg.crn_steps else None
+
+    def make_model():
+        return Model(sde, **problem.model_functions(sde))
+
+    mean, cov = output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=nfe, options=options, base_grid=base)
+    mu, S = target.means[0], target.covs[0]
+    out: dict = {}
+    if not (torch.isfinite(mean).all() and torch.isfinite(cov).all()):
+        return {m: math.nan for m in wanted}
+    if "w2_exact" in wanted:
+        out["w2_exact"] = gx.w2(mean, cov, mu, S)
+    if "kl_exact" in wanted:
+        try:
+            out["kl_exact"] = gx.kl(mean, cov, mu, S)
+        except torch.linalg.LinAlgError:
+            out["kl_exact"] = math.nan
+    if "tv_exact" in wanted:
+        try:
+            out["tv_exact"], out["tv_exact_se"] = gx.tv(mean, cov, mu, S, seed=cfg.seed)
+        except (torch.linalg.LinAlgError, ValueError):
+            out["tv_exact"], out["tv_exact_se"] = math.nan, math.nan
+    return out
+
+
+def _versions(device: str) -> dict:
+    from .provenance import git_commit
+
+    return {"sdebench_version": __version__, "torch_version": torch.__version__, "git_commit": git_commit(),
+            "device_name": _device_name(device)}
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
+    """Run one cell and return its row. ConfigErrors raise (bad input) unless told otherwise; every
+    other failure becomes a row with status 'error'; non-finite output gives status 'diverged'."""
+    row = cfg.key()
+    row.pop("solver_options")
+    row["solver_options"] = ",".join(f"{k}={v}" for k, v in sorted(cfg.solver_options.items()))
+    row.pop("T")
+    try:
+        problem, sde, spec, steps, grid, options, t_end = prepare(cfg)
+    except ConfigError as exc:
+        if raise_config_errors:
+            raise
+        row.update(status="error", error=str(exc))
+        return row
+    row.update(T=sde.T, t_end=t_end, steps=steps, kind=spec.kind)
+    dtype, device = _dtype(cfg.dtype), torch.device(cfg.device)
+    try:
+        model = Model(sde, **problem.model_functions(sde))
+        noise = NoiseSource(cfg.seed, cfg.n_samples, (problem.d,), dtype=dtype, device=device)
+        if cfg.crn_steps:
+            noise.base_grid = make_grid(sde, cfg.crn_steps, t_end, cfg.schedule)
+        x_T = _initial(problem, sde, cfg, noise, dtype, device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x0 = spec.sample(model, x_T, grid, sde, noise, nfe=cfg.nfe, **options)
+        if x0.is_cuda:
+            torch.cuda.synchronize()
+        row["wall_s"] = time.perf_counter() - t0
+        row["nfe"] = model.nfe
+        if not bool(torch.isfinite(x0).all()):
+            row.update(status="diverged", error="sampler produced non-finite values")
+            return row
+        x0 = x0.to(torch.float64).cpu()
+        target = problem.marginal(t_end, sde) if cfg.reference == "t_end" else problem
+        row.update(sample_metrics(target, x0, cfg.metrics, cfg.seed))
+        with torch.no_grad():
+            row.update(exact_metrics(problem, target, sde, spec, grid, cfg, options, cfg.nfe))
+        row.update(status="ok", error="")
+    except ConfigError:
+        raise
+    except Exception as exc:  # a failed cell is a row, not a crash
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        row.update(_versions(cfg.device))
+    return row

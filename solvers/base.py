@@ -1,0 +1,194 @@
+"""Solver API: one signature for every sampler, metadata declared once, NFE counted by the base class.
+
+A solver is a plain function
+
+    def my_solver(model, x, grid, sde, noise, **options) -> x_end
+
+where ``model`` is a :class:`sdebench.model.Model` (the only way to reach the target), ``x`` the batch
+at ``grid[0] = T``, ``grid`` the explicit float64 time tensor T -> t_end, ``sde`` the forward SDE and
+``noise`` a :class:`sdebench.noise.NoiseSource` bound to the grid (``noise.dW(i)``, ``noise.dW_I(i)``,
+``noise.normal(stream, i, ...)``). Registering it with :func:`register` declares its name, kind
+(ODE or SDE), order(s) and NFE per step; :meth:`SolverSpec.sample` wraps every call, compares the
+evaluations the model counted with the declared cost and raises if they differ.
+
+Solvers whose grid is not simply ``nfe / nfe_per_step`` steps (DPM-Solver's singlestep budget split,
+Heun's Euler last step to t = 0, ...) pass ``steps_for_nfe`` and ``nfe_for_steps``; a solver that
+needs the budget itself declares an ``nfe`` keyword argument and receives it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from sdebench.errors import ConfigError, NFEBudgetError
+
+__all__ = ["SolverSpec", "register", "SOLVERS", "get_solver"]
+
+SOLVERS: dict[str, SolverSpec] = {}
+
+
+@dataclass
+class SolverSpec:
+    name: str
+    fn: Callable
+    kind: str  # "ode" or "sde"
+    order: float  # ODE order / weak order of an SDE method
+    nfe_per_step: int
+    family: str = ""
+    paper: str = ""
+    strong_order: float | None = None
+    adaptive: bool = False  # NFE chosen by the method (counted, not requested)
+    sdes: tuple[str, ...] | None = None  # SDEs it applies to; None = every SDE
+    steps_for_nfe_fn: Callable[[int], int] | None = None
+    nfe_for_steps_fn: Callable[[int, torch.Tensor], int] | None = None
+    budget_text: str | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.fn) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    # ---- NFE budget <-> grid ------------------------------------------------------------------
+    def accepted_budgets(self) -> str:
+        if self.budget_text:
+            return self.budget_text
+        if self.nfe_per_step == 1:
+            return "any NFE >= 1"
+        return f"multiples of {self.nfe_per_step}"
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+            raise NFEBudgetError(f"NFE must be an integer >= 1, got {nfe}")
+        nfe = int(nfe)
+        if self.adaptive:
+            raise NFEBudgetError(f"{self.name} is adaptive: its NFE is set by its tolerances, not requested")
+        if self.steps_for_nfe_fn is not None:
+            return self.steps_for_nfe_fn(nfe)
+        if nfe % self.nfe_per_step:
+            raise NFEBudgetError(
+                f"{self.name} costs {self.nfe_per_step} NFE per step and cannot use NFE={nfe}; "
+                f"it accepts {self.accepted_budgets()}"
+            )
+        return nfe // self.nfe_per_step
+
+    def nfe_for_steps(self, steps: int, grid: torch.Tensor | None = None) -> int:
+        if self.nfe_for_steps_fn is not None:
+            return self.nfe_for_steps_fn(steps, grid)
+        return steps * self.nfe_per_step
+
+    # ---- options ------------------------------------------------------------------------------
+    def check_options(self, options: dict) -> dict:
+        unknown = set(options) - set(self.options)
+        if unknown:
+            valid = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
+            raise ConfigError(f"solver {self.name!r} has no option(s) {sorted(unknown)}; valid: {valid}")
+        merged = dict(self.options)
+        for k, v in options.items():
+            default = self.options[k]
+            if isinstance(default, bool):
+                v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+            elif isinstance(default, (int, float)) and not isinstance(v, (int, float)):
+                try:
+                    v = type(default)(v)
+                except ValueError as exc:
+                    raise ConfigError(f"solver {self.name!r} option {k}={v!r} is not a number") from exc
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"solver {self.name!r} option {k}={v!r} must be finite")
+            merged[k] = v
+        return merged
+
+    def check_sde(self, sde) -> None:
+        if self.sdes is not None and sde.name not in self.sdes:
+            raise ConfigError(f"solver {self.name!r} applies only to SDEs {list(self.sdes)}, not {sde.name!r}")
+
+    # ---- the call -----------------------------------------------------------------------------
+    def sample(self, model, x, grid, sde, noise=None, nfe: int | None = None, **options) -> torch.Tensor:
+        """Run the solver on ``grid`` and check the counted NFE against the declared cost."""
+        self.check_sde(sde)
+        opts = self.check_options(options)
+        steps = len(grid) - 1
+        if noise is not None:
+            noise.for_grid(grid)
+        elif self.kind == "sde":
+            raise ValueError(f"solver {self.name!r} needs a NoiseSource")
+        if "nfe" in self._fn_params:
+            opts["nfe"] = nfe if nfe is not None else self.nfe_for_steps(steps, grid)
+        start = model.nfe
+        out = self.fn(model, x, grid, sde, noise, **opts)
+        counted = model.nfe - start
+        if not self.adaptive:
+            expected = nfe if nfe is not None else self.nfe_for_steps(steps, grid)
+            expected *= model.cost
+            if counted != expected:
+                raise NFEBudgetError(
+                    f"{self.name}: counted {counted} model evaluations but the budget is {expected}"
+                )
+        return out
+
+    __call__ = sample
+
+    @property
+    def _fn_params(self):
+        return inspect.signature(self.fn).parameters
+
+
+
+def register(
+    name: str,
+    *,
+    kind: str,
+    order: float,
+    nfe_per_step: int,
+    family: str = "",
+    paper: str = "",
+    strong_order: float | None = None,
+    adaptive: bool = False,
+    sdes: tuple[str, ...] | None = None,
+    steps_for_nfe: Callable[[int], int] | None = None,
+    nfe_for_steps: Callable[[int, torch.Tensor], int] | None = None,
+    budget_text: str | None = None,
+):
+    """Decorator: register ``fn`` as solver ``name``. Keyword arguments of ``fn`` after ``noise``
+    (other than ``nfe``) become its options, with their defaults."""
+    if kind not in ("ode", "sde"):
+        raise ValueError(f"kind must be 'ode' or 'sde', got {kind!r}")
+
+    def wrap(fn: Callable) -> Callable:
+        params = list(inspect.signature(fn).parameters.values())
+        opts = {p.name: p.default for p in params[5:] if p.name != "nfe"}
+        if name in SOLVERS:
+            raise ValueError(f"solver {name!r} registered twice")
+        SOLVERS[name] = SolverSpec(
+            name=name,
+            fn=fn,
+            kind=kind,
+            order=order,
+            nfe_per_step=nfe_per_step,
+            family=family,
+            paper=paper,
+            strong_order=strong_order,
+            adaptive=adaptive,
+            sdes=sdes,
+            steps_for_nfe_fn=steps_for_nfe,
+            nfe_for_steps_fn=nfe_for_steps,
+            budget_text=budget_text,
+            options=opts,
+        )
+        return fn
+
+    return wrap
+
+
+def get_solver(name: str) -> SolverSpec:
+    from . import _load_all
+
+    _load_all()
+    if name not in SOLVERS:
+        raise ConfigError(f"unknown solver {name!r}; valid: {', '.join(sorted(SOLVERS))}")
+    return SOLVERS[name]
