@@ -131,7 +131,7 @@ class GaussianMixture:
         return P, a, s2, c, y, logits
 
     # ---- closed forms --------------------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor, t, sde: ForwardSDE | None = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, t=0.0, sde: ForwardSDE | None = None) -> torch.Tensor:
         """log p_t(x); t = 0 (or sde = None) gives log p_0."""
         if sde is None:
             t, sde = 0.0, _Identity()

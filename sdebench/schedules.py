@@ -74,6 +74,7 @@ def make_grid(sde: ForwardSDE, steps: int, t_end: float, schedule: str = "unifor
     fn = get_schedule(schedule)
     _check(sde, steps, t_end)
     grid = fn(sde, int(steps), float(t_end))
+    grid[0], grid[-1] = sde.T, float(t_end)  # pin both ends exactly
     if not bool((grid[1:] < grid[:-1]).all()):
         raise ConfigError(f"schedule {schedule!r} produced a non-decreasing grid for {steps} steps")
     return grid
