@@ -8,12 +8,14 @@ from sdebench.errors import ConfigError
 
 from .files import load_target
 from .gmm import GaussianMixture
+from .labelled import LABELLED_PRESETS
 from .presets import PRESETS
 
 __all__ = ["GaussianMixture", "PROBLEMS", "get_problem", "load_target", "register_problem"]
 
 # name -> zero-argument factory; other modules (image problems, labelled mixtures) add entries
 PROBLEMS: dict = dict(PRESETS)
+PROBLEMS.update(LABELLED_PRESETS)
 
 
 def register_problem(name: str, factory) -> None:
@@ -33,3 +35,12 @@ def describe(name: str) -> str:
         return getattr(PROBLEMS[name](), "description", "")
     except Exception as exc:  # a problem whose data is missing still gets listed
         return f"(unavailable: {exc})"
+
+
+def _digits():  # image problem (problems/images.py), built on first use; needs the `images` extra
+    from .images import digits_problem
+
+    return digits_problem()
+
+
+register_problem("digits", _digits)
