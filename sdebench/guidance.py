@@ -197,18 +197,21 @@ def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_
     if guidance == "none":
         return row
     from .problems.labelled import labelled
+    from .run import DEFAULT_METRICS
 
     lab = labelled(problem)
     c = int(cfg.class_label)
     x_out = x_out.to(torch.float64).cpu()
-    if "class_mass" in cfg.metrics:
+    # both are computed when named, and by default (the caller left the default metric list)
+    wanted = set(cfg.metrics) | ({"class_mass", "path_err"} if tuple(cfg.metrics) == DEFAULT_METRICS else set())
+    if "class_mass" in wanted:
         pred = lab.predict_class(x_out, t_end, sde)
         row["class_mass"] = float((pred == c).double().mean())
         row["class_masses"] = ",".join(f"{k}:{float((pred == k).double().mean()):.4f}" for k in lab.classes)
         g = torch.Generator().manual_seed(1_000_003 * (cfg.seed + 1) + 7919 * 3)
         null = lab.class_mixture(c).sample_t(x_out.shape[0], t_end, sde, generator=g)
         row["class_mass_null"] = float((lab.predict_class(null, t_end, sde) == c).double().mean())
-    if "path_err" in cfg.metrics and _is_deterministic(spec, options):
+    if "path_err" in wanted and _is_deterministic(spec, options):
         key = (cfg.problem, repr(sde), guidance, float(cfg.scale), c, cfg.seed, cfg.n_samples, cfg.init,
                float(t_end), cfg.dtype)
         score_fn = guided_score_fn(problem, sde, guidance, cfg.scale, c, "x0")
