@@ -1,0 +1,296 @@
+"""DPM-Solver family (Lu et al. 2022, "DPM-Solver"; Lu et al. 2022b, "DPM-Solver++").
+
+All updates are written in the half log-SNR lambda = log(alpha/sigma), so they apply to every SDE
+through ``sde.alpha``, ``sde.sigma``, ``sde.lambda_`` and ``sde.t_of_lambda``. For a step from
+s = t_i to t = t_{i+1} (t < s), h = lambda_t - lambda_s > 0.
+
+* Singlestep ``dpm-solver-1/2/3`` use the noise prediction eps; their intermediate points s_k have
+  lambda_{s_k} = lambda_s + r_k h (r = 1/2 for order 2, r = 1/3, 2/3 for order 3).
+* Multistep ``dpm-solver++2m/3m`` and ``dpm-solver++2m-sde`` use the data prediction x0 = D(x, t)
+  and reuse the predictions of previous steps (1 NFE per step). The first steps are lower order
+  (warm-up: 1 for the first step, 2 for the second in 3M); ``lower_order_final=True`` also lowers
+  the order of the last step(s) (order 1 on the last step, order <= 2 on the one before), as
+  diffusers does for short schedules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sdebench.errors import ConfigError
+
+from ._common import at
+from .base import register
+
+_PAPER1 = "Lu et al. 2022 (DPM-Solver)"
+_PAPER2 = "Lu et al. 2022b (DPM-Solver++)"
+
+
+def _t_at(sde, lam: float) -> torch.Tensor:
+    return sde.t_of_lambda(torch.tensor(lam, dtype=torch.float64))
+
+
+# ---- singlestep ---------------------------------------------------------------------------------
+def singlestep_orders(nfe: int, order: int) -> list[int]:
+    """Lu et al.'s split of an NFE budget into singlestep orders (DPM-Solver 'fast' variant).
+
+    order 3: K = nfe // 3 + 1 steps, orders [3]*(K-2) + [2, 1] if nfe % 3 == 0, [3]*(K-1) + [1] if
+    nfe % 3 == 1, [3]*(K-1) + [2] if nfe % 3 == 2. order 2: [2]*(nfe//2) (+ [1] if nfe is odd).
+    order 1: [1]*nfe. The orders always sum to nfe.
+    """
+    if order == 1:
+        return [1] * nfe
+    if order == 2:
+        return [2] * (nfe // 2) + ([1] if nfe % 2 else [])
+    K = nfe // 3 + 1
+    if nfe % 3 == 0:
+        return [3] * (K - 2) + [2, 1]
+    if nfe % 3 == 1:
+        return [3] * (K - 1) + [1]
+    return [3] * (K - 1) + [2]
+
+
+def _single_step(model, x, sde, s_t, t_t, order: int):
+    """One singlestep DPM-Solver update of the given order from time s_t to t_t (eps prediction)."""
+    s, t = at(sde, s_t), at(sde, t_t)
+    h = t["lam"] - s["lam"]
+    eps_s = model.eps(x, s_t)
+    base = (t["alpha"] / s["alpha"]) * x - t["sigma"] * math.expm1(h) * eps_s
+    if order == 1:
+        return base
+    if order == 2:
+        r1 = 0.5
+        s1_t = _t_at(sde, s["lam"] + r1 * h)
+        s1 = at(sde, s1_t)
+        u1 = (s1["alpha"] / s["alpha"]) * x - s1["sigma"] * math.expm1(r1 * h) * eps_s
+        d1 = model.eps(u1, s1_t) - eps_s
+        return base - t["sigma"] / (2 * r1) * math.expm1(h) * d1
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+    s1_t, s2_t = _t_at(sde, s["lam"] + r1 * h), _t_at(sde, s["lam"] + r2 * h)
+    s1, s2 = at(sde, s1_t), at(sde, s2_t)
+    u1 = (s1["alpha"] / s["alpha"]) * x - s1["sigma"] * math.expm1(r1 * h) * eps_s
+    d1 = model.eps(u1, s1_t) - eps_s
+    phi_r2 = math.expm1(r2 * h) / (r2 * h) - 1.0
+    u2 = (s2["alpha"] / s["alpha"]) * x - s2["sigma"] * math.expm1(r2 * h) * eps_s \
+        - s2["sigma"] * (r2 / r1) * phi_r2 * d1
+    d2 = model.eps(u2, s2_t) - eps_s
+    return base - t["sigma"] / r2 * (math.expm1(h) / h - 1.0) * d2
+
+
+def _single_run(model, x, grid, sde, nfe, order):
+    steps = len(grid) - 1
+    orders = singlestep_orders(nfe, order)
+    if len(orders) != steps:
+        if nfe == order * steps:
+            orders = [order] * steps
+        else:
+            raise ConfigError(
+                f"dpm-solver-{order}: NFE={nfe} does not fit a {steps}-step grid (need {len(orders)} steps "
+                f"or NFE = {order * steps})"
+            )
+    for i, k in enumerate(orders):
+        x = _single_step(model, x, sde, grid[i], grid[i + 1], k)
+    return x
+
+
+def _steps_for(order):
+    def fn(nfe: int) -> int:
+        return len(singlestep_orders(nfe, order))
+
+    return fn
+
+
+def _nfe_for(order):
+    def fn(steps: int, grid=None) -> int:
+        return order * steps
+
+    return fn
+
+
+@register("dpm-solver-1", kind="ode", order=1, nfe_per_step=1, family="DPM-Solver", paper=_PAPER1)
+def dpm_solver_1(model, x, grid, sde, noise):
+    """DPM-Solver-1: x_t = (alpha_t/alpha_s) x_s - sigma_t expm1(h) eps(x_s, s), h = lambda_t - lambda_s.
+
+    Identical to DDIM with eta = 0. Order 1, 1 NFE per step.
+    """
+    for i in range(len(grid) - 1):
+        x = _single_step(model, x, sde, grid[i], grid[i + 1], 1)
+    return x
+
+
+@register(
+    "dpm-solver-2",
+    kind="ode",
+    order=2,
+    nfe_per_step=2,
+    family="DPM-Solver",
+    paper=_PAPER1,
+    steps_for_nfe=_steps_for(2),
+    nfe_for_steps=_nfe_for(2),
+    budget_text="any NFE >= 1 (nfe//2 second-order steps, plus one first-order step if nfe is odd)",
+)
+def dpm_solver_2(model, x, grid, sde, noise, nfe: int = 0):
+    """Singlestep DPM-Solver-2 (midpoint, r = 1/2). Order 2, 2 NFE per step.
+
+    u = (alpha_u/alpha_s) x_s - sigma_u expm1(h/2) eps_s at lambda_u = lambda_s + h/2;
+    x_t = (alpha_t/alpha_s) x_s - sigma_t expm1(h) eps_s - sigma_t expm1(h) (eps(u) - eps_s).
+    An odd budget ends with one DPM-Solver-1 step (Lu et al.'s split).
+    """
+    return _single_run(model, x, grid, sde, nfe, 2)
+
+
+@register(
+    "dpm-solver-3",
+    kind="ode",
+    order=3,
+    nfe_per_step=3,
+    family="DPM-Solver",
+    paper=_PAPER1,
+    steps_for_nfe=_steps_for(3),
+    nfe_for_steps=_nfe_for(3),
+    budget_text="any NFE >= 1 (Lu et al.'s split: K = nfe//3 + 1 steps, last one or two of lower order)",
+)
+def dpm_solver_3(model, x, grid, sde, noise, nfe: int = 0):
+    """Singlestep DPM-Solver-3 (r1 = 1/3, r2 = 2/3). Order 3, 3 NFE per step.
+
+    u1 = (a_1/a_s) x - s_1 expm1(r1 h) eps_s;  D1 = eps(u1) - eps_s;
+    u2 = (a_2/a_s) x - s_2 expm1(r2 h) eps_s - s_2 (r2/r1) (expm1(r2 h)/(r2 h) - 1) D1;  D2 = eps(u2) - eps_s;
+    x_t = (alpha_t/alpha_s) x - sigma_t expm1(h) eps_s - (sigma_t/r2) (expm1(h)/h - 1) D2.
+    The NFE budget is split as in Lu et al.: nfe % 3 == 0 ends with orders [2, 1], == 1 with [1],
+    == 2 with [2]; a grid of K steps with NFE = 3K runs K third-order steps.
+    """
+    return _single_run(model, x, grid, sde, nfe, 3)
+
+
+# ---- multistep, data prediction -----------------------------------------------------------------
+def _step_order(i: int, steps: int, order: int, lower_order_final: bool) -> int:
+    k = min(order, i + 1)  # warm-up
+    if lower_order_final:
+        k = min(k, steps - i)
+    return k
+
+
+COEFFS = {"taylor": 2.0, "reference": 1.0}
+
+
+def _pp_update(x, s, t, ms, lams, k, c3=2.0):
+    """DPM-Solver++ multistep update of order k from s to t; ms[-1] is x0 at s, lams their lambdas.
+
+    Third order: x0(lambda) ~ m0 + D1 u/h + D2 u^2/h^2 (u = lambda - lambda_s) integrated exactly gives
+    the D2 coefficient -2 alpha_t phi_3, phi_3 = (phi_1 + h)/h^2 - 1/2 (``c3 = 2``). The DPM-Solver
+    and diffusers reference code use -alpha_t phi_3 (``c3 = 1``), which leaves an O(h^3) local error.
+    """
+    h = t["lam"] - s["lam"]
+    em1 = math.expm1(-h)  # e^{-h} - 1
+    m0 = ms[-1]
+    out = (t["sigma"] / s["sigma"]) * x - t["alpha"] * em1 * m0
+    if k == 1:
+        return out
+    r0 = (lams[-1] - lams[-2]) / h
+    d1_0 = (m0 - ms[-2]) / r0
+    if k == 2:
+        return out - 0.5 * t["alpha"] * em1 * d1_0
+    r1 = (lams[-2] - lams[-3]) / h
+    d1_1 = (ms[-2] - ms[-3]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    return out + t["alpha"] * (em1 / h + 1.0) * d1 - c3 * t["alpha"] * ((em1 + h) / h**2 - 0.5) * d2
+
+
+WARMUPS = ("lower", "corrected")
+
+
+def _multistep(model, x, grid, sde, order, lower_order_final, warmup, coeff="taylor"):
+    """Multistep loop. warmup="corrected": a warm-up step of order k < ``order`` is redone with order
+    k + 1 once x0 at its end point is known (the evaluation the next step needs anyway, taken at the
+    uncorrected point, as in UniPC's corrector), so its local error is O(h^{k+2}) at no extra NFE."""
+    if warmup not in WARMUPS:
+        raise ConfigError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
+    if coeff not in COEFFS:
+        raise ConfigError(f"coeff must be one of {tuple(COEFFS)}, got {coeff!r}")
+    c3 = COEFFS[coeff]
+    steps = len(grid) - 1
+    ms, lams = [], []
+    pending = None  # (x_s, s, t, k) of a warm-up step awaiting its correction
+    for i in range(steps):
+        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        m = model.x0(x, grid[i])
+        if pending is not None:
+            x_prev, s_prev, t_prev, k_prev = pending
+            # nodes: the k_prev - 1 points before s, then t (the new evaluation), then s last
+            cms = ms[-k_prev:-1] + [m, ms[-1]]
+            clams = lams[-k_prev:-1] + [t_prev["lam"], lams[-1]]
+            x = _pp_update(x_prev, s_prev, t_prev, cms, clams, k_prev + 1, c3)
+            pending = None
+        ms.append(m)
+        lams.append(s["lam"])
+        ms, lams = ms[-order:], lams[-order:]
+        k = _step_order(i, steps, order, lower_order_final)
+        x_new = _pp_update(x, s, t, ms, lams, k, c3)
+        if warmup == "corrected" and k == i + 1 < order:  # a warm-up step (short history)
+            pending = (x, s, t, k)
+        x = x_new
+    return x
+
+
+@register("dpm-solver++2m", kind="ode", order=2, nfe_per_step=1, family="DPM-Solver", paper=_PAPER2)
+def dpm_solver_pp2m(model, x, grid, sde, noise, lower_order_final: bool = False, warmup: str = "lower"):
+    """DPM-Solver++(2M), multistep, data prediction. Order 2, 1 NFE per step.
+
+    x_t = (sigma_t/sigma_s) x_s - alpha_t expm1(-h) [(1 + 1/(2r)) D_s - 1/(2r) D_prev],
+    r = h_prev / h, D = x0 prediction. First step (and the last if lower_order_final) is order 1;
+    warmup="corrected" re-does the first step at order 2 once x0 at its end is known (no extra NFE).
+    """
+    return _multistep(model, x, grid, sde, 2, lower_order_final, warmup)
+
+
+@register("dpm-solver++3m", kind="ode", order=3, nfe_per_step=1, family="DPM-Solver", paper=_PAPER2)
+def dpm_solver_pp3m(
+    model, x, grid, sde, noise, lower_order_final: bool = False, warmup: str = "lower", coeff: str = "taylor"
+):
+    """DPM-Solver++(3M), multistep, data prediction. Order 3, 1 NFE per step.
+
+    With r0 = h_0/h, r1 = h_1/h (previous two step sizes in lambda), D1_0 = (D_0 - D_1)/r0,
+    D1_1 = (D_1 - D_2)/r1, D1 = D1_0 + r0/(r0+r1) (D1_0 - D1_1), D2 = (D1_0 - D1_1)/(r0+r1):
+    x_t = (sigma_t/sigma_s) x_s - alpha_t phi_1 D_0 + alpha_t (phi_1/h + 1) D1 - c alpha_t ((phi_1 + h)/h^2 - 1/2) D2,
+    phi_1 = expm1(-h); c = 2 (coeff="taylor", the exact integral of the quadratic interpolant: order 3)
+    or c = 1 (coeff="reference": the coefficient of the DPM-Solver and diffusers code, measured
+    globally order 2). Warm-up orders 1, 2 (warmup="corrected" re-does them one order higher at no
+    extra NFE); lower_order_final lowers the last two steps to orders 2, 1.
+    """
+    return _multistep(model, x, grid, sde, 3, lower_order_final, warmup, coeff)
+
+
+@register(
+    "dpm-solver++2m-sde",
+    kind="sde",
+    order=1,
+    nfe_per_step=1,
+    family="DPM-Solver",
+    paper=_PAPER2 + "; diffusers sde-dpmsolver++",
+)
+def dpm_solver_pp2m_sde(model, x, grid, sde, noise, lower_order_final: bool = False):
+    """DPM-Solver++(2M) SDE (midpoint form), stochastic multistep, data prediction. 1 NFE per step.
+
+    x_t = (sigma_t/sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) [D_0 + (D_0 - D_1)/(2 r)]
+          + sigma_t sqrt(1 - e^{-2h}) z,   r = h_prev/h, z = dW_i / sqrt(t_i - t_{i+1}).
+    The exact solution of the reverse SDE's linear part with x0 extrapolated linearly in lambda.
+    Weak order 1 (the noise is integrated exactly; the x0 term is second order). First step order 1.
+    """
+    steps = len(grid) - 1
+    prev = None
+    for i in range(steps):
+        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        h = t["lam"] - s["lam"]
+        m0 = model.x0(x, grid[i])
+        one_m = -math.expm1(-2 * h)  # 1 - e^{-2h}
+        d = m0
+        if prev is not None and _step_order(i, steps, 2, lower_order_final) == 2:
+            r = (s["lam"] - prev[1]) / h
+            d = m0 + (m0 - prev[0]) / (2 * r)
+        z = noise.dW(i) / math.sqrt(float(grid[i] - grid[i + 1]))
+        x = (t["sigma"] / s["sigma"]) * math.exp(-h) * x + t["alpha"] * one_m * d + t["sigma"] * math.sqrt(one_m) * z
+        prev = (m0, s["lam"])
+    return x

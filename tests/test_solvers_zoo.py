@@ -1,0 +1,86 @@
+"""Solver zoo: identities between independent formulas, NFE accounting, option and SDE checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdebench.errors import ConfigError, NFEBudgetError
+from sdebench.model import Model
+from sdebench.noise import NoiseSource
+from sdebench.problems import get_problem
+from sdebench.schedules import make_grid
+from sdebench.sde import get_sde
+from sdebench.solvers import SOLVERS, get_solver
+from sdebench.solvers.dpm_solver import singlestep_orders
+
+
+def setup(problem="gmm1d", sde="vp", steps=12, schedule="logsnr", n=64, seed=0):
+    prob = get_problem(problem)
+    s = get_sde(sde)
+    grid = make_grid(s, steps, s.t_end_default, schedule)
+    model = Model(s, **prob.model_functions(s))
+    noise = NoiseSource(seed, n, (prob.d,))
+    x = prob.sample_t(n, s.T, s, generator=torch.Generator().manual_seed(seed))
+    return prob, s, grid, model, noise, x
+
+
+@pytest.mark.parametrize("sde", ["vp", "ve", "edm", "subvp", "ou"])
+def test_ddim_equals_dpm_solver_1(sde):
+    _, s, grid, model, noise, x = setup(sde=sde, steps=15)
+    a = get_solver("ddim")(model, x.clone(), grid, s, noise)
+    b = get_solver("dpm-solver-1")(model, x.clone(), grid, s, noise)
+    assert torch.allclose(a, b, rtol=0, atol=1e-12), (a - b).abs().max()
+
+
+def test_singlestep_budget_split():
+    for order in (1, 2, 3):
+        for nfe in range(1, 40):
+            orders = singlestep_orders(nfe, order)
+            assert sum(orders) == nfe and max(orders) <= order
+    assert singlestep_orders(9, 3) == [3, 3, 2, 1]
+    assert singlestep_orders(10, 3) == [3, 3, 3, 1]
+    assert singlestep_orders(11, 3) == [3, 3, 3, 2]
+    assert get_solver("dpm-solver-3").steps_for_nfe(10) == 4
+
+
+@pytest.mark.parametrize("nfe", [5, 6, 7, 8])
+def test_singlestep_nfe_counted(nfe):
+    spec = get_solver("dpm-solver-3")
+    prob, s, _, model, noise, x = setup()
+    grid = make_grid(s, spec.steps_for_nfe(nfe), 1e-3, "logsnr")
+    out = spec(model, x, grid, s, noise, nfe=nfe)
+    assert model.nfe == nfe and torch.isfinite(out).all()
+
+
+def test_multistep_options_recorded_and_checked():
+    prob, s, grid, model, noise, x = setup()
+    spec = get_solver("dpm-solver++3m")
+    assert spec.options == {"lower_order_final": False, "warmup": "lower", "coeff": "taylor"}
+    a = spec(model, x, grid, s, noise)
+    b = spec(model, x, grid, s, noise, lower_order_final=True)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError, match="warmup"):
+        spec(model, x, grid, s, noise, warmup="bogus")
+    with pytest.raises(ConfigError, match="coeff"):
+        spec(model, x, grid, s, noise, coeff="bogus")
+
+
+def test_lower_order_final_on_one_step_is_first_order():
+    """With lower_order_final a final step is order 1, so 3M on a 1-step grid is DPM-Solver++(1) = DDIM."""
+    prob, s, _, model, noise, x = setup()
+    grid = make_grid(s, 1, 1e-3, "logsnr")
+    a = get_solver("dpm-solver++3m")(model, x, grid, s, noise, lower_order_final=True)
+    b = get_solver("ddim")(model, x, grid, s, noise)
+    assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_budget_errors_are_config_errors():
+    with pytest.raises(NFEBudgetError):
+        get_solver("dpm-solver++2m").steps_for_nfe(0)
+
+
+def test_every_solver_has_docstring_with_nfe_and_order():
+    for name, spec in SOLVERS.items():
+        doc = spec.fn.__doc__ or ""
+        assert "NFE" in doc and "rder" in doc, name
