@@ -218,6 +218,7 @@ def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_
         ref, ref_nfe = _cached_reference(key, score_fn, sde, x_T.to(torch.float64).cpu(), sde.T, t_end)
         err = (x_out - ref).norm(dim=1)
         row["path_err"] = float(torch.sqrt((err * err).mean()))
+        row["path_err_med"] = float(err.median())
         row["path_err_max"] = float(err.max())
         row["ref_nfe"] = int(ref_nfe)
     return row

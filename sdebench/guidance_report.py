@@ -1,0 +1,235 @@
+"""Guidance sweep: error at fixed NFE against the guidance scale w, one line per solver (issue 8).
+
+Usage::
+
+    python -m sdebench.guidance_report sweeps/guidance.toml [--out results/guidance] [--samples N]
+
+Reads the sweep file (keys below), runs every (solver, nfe, scale) cell through
+:func:`sdebench.run.run_cell`, writes the rows to ``<out>.csv``, the report section to ``<out>.md``
+and the figure (pathwise error vs w, one panel per NFE, one line per solver) to ``figure``. Solvers
+named in the file but not registered are listed as missing in the report, not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import tomllib
+
+from .errors import ConfigError
+
+KEYS = {"name", "out", "figure", "problem", "class_label", "guidance", "cfg_param", "cfg_batched", "sde",
+        "schedule", "t_end", "samples", "seed", "scales", "nfe", "solvers", "metrics", "metrics_w0",
+        "description"}
+REQUIRED = ("problem", "class_label", "scales", "nfe", "solvers")
+
+
+def load(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep file {str(p)!r} does not exist")
+    try:
+        cfg = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"sweep file {str(p)!r} is not valid TOML: {exc}") from None
+    unknown = sorted(set(cfg) - KEYS)
+    if unknown:
+        raise ConfigError(f"sweep file {str(p)!r}: unknown key(s) {unknown}; valid: {', '.join(sorted(KEYS))}")
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise ConfigError(f"sweep file {str(p)!r} is missing {', '.join(missing)}")
+    return cfg
+
+
+def cells(cfg: dict, samples: int | None = None):
+    """(cells, missing solver names) of a guidance sweep; validates every cell up front."""
+    from .run import DEFAULT_METRICS, CellConfig, prepare
+    from .solvers import SOLVERS
+
+    missing = [s for s in cfg["solvers"] if s not in SOLVERS]
+    metrics = tuple(cfg.get("metrics", DEFAULT_METRICS))
+    out = []
+    for solver in [s for s in cfg["solvers"] if s in SOLVERS]:
+        for nfe in cfg["nfe"]:
+            for w in cfg["scales"]:
+                m = DEFAULT_METRICS if (float(w) == 0 and cfg.get("metrics_w0") == "default") else metrics
+                c = CellConfig(problem=cfg["problem"], sde=cfg.get("sde", "vp"), solver=solver, nfe=int(nfe),
+                               seed=int(cfg.get("seed", 0)), n_samples=int(samples or cfg.get("samples", 500)),
+                               schedule=cfg.get("schedule", "logsnr"), t_end=cfg.get("t_end"), metrics=m,
+                               guidance=cfg.get("guidance", "cfg"), scale=float(w),
+                               class_label=int(cfg["class_label"]), cfg_param=cfg.get("cfg_param", "eps"),
+                               cfg_batched=bool(cfg.get("cfg_batched", True)))
+                prepare(c)
+                out.append(c)
+    return out, missing
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.3g}"
+
+
+def figure(df: pd.DataFrame, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nfes = sorted(df["model_calls"].unique())
+    fig, axes = plt.subplots(1, len(nfes), figsize=(4.6 * len(nfes), 4.0), sharey=True)
+    axes = [axes] if len(nfes) == 1 else list(axes)
+    solvers = list(dict.fromkeys(df["solver"]))
+    markers = "osD^v<>p"
+    for ax, nfe in zip(axes, nfes):
+        sub = df[df["model_calls"] == nfe]
+        for i, s in enumerate(solvers):
+            r = sub[sub["solver"] == s].sort_values("scale")
+            ax.plot(r["scale"], r["path_err"], marker=markers[i % len(markers)], label=s)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted(df["scale"].unique()))
+        ax.set_xticklabels([f"{w:g}" for w in sorted(df["scale"].unique())])
+        ax.set_xlabel("guidance scale w")
+        ax.set_title(f"NFE {nfe}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("RMS pathwise error vs dopri5 (tol 1e-10)")
+    axes[-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
+    ok = df[df["status"] == "ok"]
+    lines = [f"## Guided sampling: error vs guidance scale ({cfg['problem']}, class {cfg['class_label']})", ""]
+    lines.append(
+        f"CFG ({cfg.get('cfg_param', 'eps')} parametrization, NFE counted as "
+        f"{'batched: 1 per guided call' if cfg.get('cfg_batched', True) else 'unbatched: 2 per guided call'}), "
+        f"SDE {cfg.get('sde', 'vp')}, {cfg.get('schedule', 'logsnr')} grid to t_end = {cfg.get('t_end', 1e-3)}, "
+        f"x_T ~ p_T(x | c) exact, {int(ok['n_samples'].iloc[0]) if len(ok) else '?'} samples, seed "
+        f"{cfg.get('seed', 0)}. Error = RMS over samples of |x_solver - x_ref|, x_ref = dopri5 (rtol = atol = "
+        f"1e-10) on the guided probability-flow ODE from the same x_T. Figure: `{fig_path}`."
+    )
+    lines.append("")
+    if missing:
+        lines.append(f"Solvers not registered when the sweep ran (left out): {', '.join(missing)}.")
+        lines.append("")
+    bad = df[df["status"] != "ok"]
+    for _, r in bad.iterrows():
+        lines.append(f"- {r['solver']} NFE {r['nfe']} w = {r['scale']:g}: {r['status']} ({r.get('error', '')})")
+    if len(bad):
+        lines.append("")
+    scales = sorted(ok["scale"].unique())
+    for nfe in sorted(ok["model_calls"].unique()):
+        sub = ok[ok["model_calls"] == nfe]
+        lines.append(f"**Pathwise error at NFE {nfe}** (ratio = error at w = {scales[-1]:g} / error at w = "
+                     f"{scales[0]:g})")
+        lines.append("")
+        lines.append("| solver | " + " | ".join(f"w = {w:g}" for w in scales) + " | ratio |")
+        lines.append("|---|" + "---|" * (len(scales) + 1))
+        for s in dict.fromkeys(sub["solver"]):
+            r = sub[sub["solver"] == s].set_index("scale")["path_err"]
+            vals = [r.get(w, float("nan")) for w in scales]
+            ratio = vals[-1] / vals[0] if vals[0] > 0 else float("nan")
+            lines.append(f"| {s} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(ratio)} |")
+        lines.append("")
+    if "class_mass" in ok:
+        lines.append("**Mass in the target class** (exact classifier at t_end; null on exact p(x | c) samples: "
+                     f"{_fmt(ok['class_mass_null'].iloc[0])}), NFE {int(ok['model_calls'].min())}")
+        lines.append("")
+        sub = ok[ok["model_calls"] == ok["model_calls"].min()]
+        lines.append("| solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")
+        lines.append("|---|" + "---|" * len(scales))
+        for s in dict.fromkeys(sub["solver"]):
+            r = sub[sub["solver"] == s].set_index("scale")["class_mass"]
+            lines.append(f"| {s} | " + " | ".join(_fmt(r.get(w, float('nan'))) for w in scales) + " |")
+        lines.append("")
+    w0 = ok[ok["scale"] == 0]
+    cols = [c for c in ("sliced_w2", "emd_w2", "kl", "tv", "mmd", "mode_mass") if c in w0 and w0[c].notna().any()]
+    if len(w0) and cols:
+        lines.append("**w = 0 (conditional sampling of p(x | c)): full metric set against p_{t_end}(x | c)** "
+                     "(null = the same statistic on exact samples)")
+        lines.append("")
+        lines.append("| solver | NFE | " + " | ".join(f"{c} (null)" for c in cols) + " |")
+        lines.append("|---|---|" + "---|" * len(cols))
+        for _, r in w0.sort_values(["solver", "model_calls"]).iterrows():
+            cells_ = [f"{_fmt(r[c])} ({_fmt(r.get(c + '_null'))})" for c in cols]
+            lines.append(f"| {r['solver']} | {r['model_calls']} | " + " | ".join(cells_) + " |")
+        lines.append("")
+    lines.extend(closing_note(ok, scales))
+    return "\n".join(lines) + "\n"
+
+
+def closing_note(ok: pd.DataFrame, scales) -> list:
+    """Which solver holds its accuracy best as w grows, with the numbers (measured, from the rows)."""
+    if ok.empty or len(scales) < 2:
+        return []
+    lo, hi = scales[0], scales[-1]
+    out = ["**Which solver holds its accuracy as w grows**", ""]
+    for nfe in sorted(ok["model_calls"].unique()):
+        sub = ok[ok["model_calls"] == nfe]
+        piv = sub.pivot_table(index="solver", columns="scale", values="path_err")
+        if lo not in piv or hi not in piv:
+            continue
+        best_hi = piv[hi].idxmin()
+        ratio = (piv[hi] / piv[lo]).dropna()
+        flattest = ratio.idxmin() if len(ratio) else "n/a"
+        out.append(
+            f"- NFE {nfe}: smallest error at w = {hi:g} is {best_hi} ({_fmt(piv.loc[best_hi, hi])}, vs "
+            f"{_fmt(piv.loc[best_hi, lo])} at w = {lo:g}); smallest growth is {flattest} "
+            f"(x{_fmt(ratio.get(flattest))}); largest error at w = {hi:g}: {piv[hi].idxmax()} "
+            f"({_fmt(piv[hi].max())})."
+        )
+    out.append("")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sdebench.guidance_report", description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", help="sweep file, e.g. sweeps/guidance.toml")
+    ap.add_argument("--out", default=None, help="output stem (default: the file's 'out')")
+    ap.add_argument("--samples", type=int, default=None, help="override the samples per cell")
+    ap.add_argument("--figure", default=None, help="figure path (default: the file's 'figure')")
+    args = ap.parse_args(argv)
+    try:
+        import torch
+
+        from .run import run_cell
+
+        torch.set_num_threads(1)
+        cfg = load(args.sweep)
+        todo, missing = cells(cfg, args.samples)
+        stem = args.out or cfg.get("out", "results/guidance")
+        fig_path = args.figure or cfg.get("figure", "results/figures/guidance_error_vs_w.png")
+        rows = []
+        for i, c in enumerate(todo):
+            row = run_cell(c, raise_config_errors=False)
+            rows.append(row)
+            print(f"[{i + 1}/{len(todo)}] {c.solver} nfe={c.nfe} w={c.scale:g}: {row['status']} "
+                  f"path_err={row.get('path_err', float('nan')):.3g} wall={row.get('wall_s', 0):.2f}s", flush=True)
+        df = pd.DataFrame(rows)
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(f"{stem}.csv", index=False)
+        ok = df[df["status"] == "ok"]
+        if not ok.empty:
+            figure(ok, fig_path, f"{cfg['problem']} class {cfg['class_label']}, CFG, {cfg.get('sde', 'vp')}, "
+                                 f"{cfg.get('schedule', 'logsnr')} grid")
+        text = report(df, cfg, missing, fig_path)
+        Path(f"{stem}.md").write_text(text)
+        print(text)
+        print(f"wrote {stem}.csv, {stem}.md, {fig_path}")
+    except ConfigError as exc:
+        sys.stderr.write(f"sdebench: error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
