@@ -32,6 +32,24 @@ def _key_seed(seed: int, key: tuple) -> int:
     return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
 
 
+def _block_seeds(seed: int, key: tuple, blocks: int) -> list[int]:
+    """``[_key_seed(seed, key + (b,)) for b in range(blocks)]``, hashing the common prefix once.
+
+    repr((seed, *key, b)) is the prefix repr((seed, *key, 0))[:-2] followed by f"{b})", so the
+    blake2b state after the prefix is copied per block instead of re-hashing the whole string.
+    """
+    full = repr((int(seed),) + tuple(key) + (0,))
+    assert full.endswith("0)")
+    head = hashlib.blake2b(full[:-2].encode(), digest_size=8)
+    mask = (1 << 63) - 1
+    out = []
+    for b in range(blocks):
+        h = head.copy()
+        h.update(f"{b})".encode())
+        out.append(int.from_bytes(h.digest(), "little") & mask)
+    return out
+
+
 class NoiseSource:
     """Standard normal draws of shape ``(n, *event_shape)`` keyed by a tuple, plus Brownian increments.
 
@@ -55,15 +73,29 @@ class NoiseSource:
 
     # ---- raw keyed draws ----------------------------------------------------------------------
     def standard_normal(self, key: tuple) -> torch.Tensor:
-        """N(0, I) of shape (n, *event_shape); the same key always gives the same tensor."""
+        """N(0, I) of shape (n, *event_shape); the same key always gives the same values.
+
+        Returns a fresh tensor on every call (``dW_I`` scales it in place); subclasses must too."""
+        # Each block's generator is seeded exactly as before; full blocks are filled in place (a
+        # contiguous row slice draws the same numbers as a fresh (BLOCK, ...) tensor), only a
+        # partial last block goes through a temporary. Measured in benchmarks/perf.py.
         out = torch.empty((self.n, *self.event_shape), dtype=self.dtype, device=self.device)
-        gen = torch.Generator(device=self.device)
-        for b, start in enumerate(range(0, self.n, BLOCK)):
-            gen.manual_seed(_key_seed(self.seed, key + (b,)))
-            rows = min(BLOCK, self.n - start)
-            block = torch.randn((BLOCK, *self.event_shape), generator=gen, dtype=self.dtype, device=self.device)
-            out[start : start + rows] = block[:rows]
+        gen = self._generator()
+        blocks = out.split(BLOCK)
+        for view, s in zip(blocks, _block_seeds(self.seed, key, len(blocks))):
+            gen.manual_seed(s)
+            if view.shape[0] == BLOCK:
+                view.normal_(generator=gen)
+            else:
+                tmp = torch.empty((BLOCK, *self.event_shape), dtype=self.dtype, device=self.device)
+                view.copy_(tmp.normal_(generator=gen)[: view.shape[0]])
         return out
+
+    def _generator(self) -> torch.Generator:
+        gen = getattr(self, "_gen", None)
+        if gen is None:
+            gen = self._gen = torch.Generator(device=self.device)
+        return gen
 
     def normal(self, stream: str, *index) -> torch.Tensor:
         """Extra standard-normal noise for a solver (e.g. ``normal('langevin', step, j)``)."""
@@ -105,15 +137,17 @@ class NoiseSource:
         dW = None
         I = None
         offset = 0.0
+        # in-place forms of the same floating-point operations (fresh draws are owned here)
         for j in range(i * k, (i + 1) * k):
             h = self._cell_h(j)
-            w = math.sqrt(h) * self.standard_normal(("bm-w", j))
-            dW = w if dW is None else dW + w
+            w = self.standard_normal(("bm-w", j)).mul_(math.sqrt(h))
             if with_integral:
-                J = 0.5 * h * w + math.sqrt(h**3 / 12.0) * self.standard_normal(("bm-h", j))
-                J = J + offset * w
-                I = J if I is None else I + J
+                J = (0.5 * h * w).add_(self.standard_normal(("bm-h", j)).mul_(math.sqrt(h**3 / 12.0)))
+                if offset != 0.0:
+                    J.add_(offset * w)
+                I = J if I is None else I.add_(J)
                 offset += h
+            dW = w if dW is None else dW.add_(w)
         return dW, I
 
 
