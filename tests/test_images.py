@@ -1,0 +1,146 @@
+"""Image data, U-Net, DSM training with checkpoints/resume, image metrics."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from sdebench.errors import ConfigError
+from sdebench.problems import images
+from sdebench.problems.train import load_checkpoint, train_dsm
+from sdebench.problems.unet import UNet
+
+torch.set_num_threads(1)
+
+
+# ---- data -------------------------------------------------------------------------------------------
+def test_digits_split_and_range():
+    d = images.load_data("digits")
+    assert d.train.shape == (1438, 1, 8, 8) and d.test.shape == (359, 1, 8, 8)
+    assert float(d.train.min()) == -1.0 and float(d.train.max()) == 1.0
+    assert d.d == 64 and len(d.train_labels) == 1438
+    # held-out split is disjoint from train: no held-out image equals a train image row-for-row by index
+    from sklearn.datasets import load_digits
+
+    raw = torch.as_tensor(load_digits().data / 16 * 2 - 1, dtype=torch.float32)
+    assert torch.equal(torch.sort(torch.cat([d.train, d.test]).reshape(-1, 64), 0)[0], torch.sort(raw, 0)[0])
+
+
+def test_mnist5k_offline():
+    d = images.load_data("mnist5k")
+    assert d.train.shape == (4000, 1, 28, 28) and d.test.shape == (1000, 1, 28, 28)
+    assert -1.0 <= float(d.train.min()) and float(d.train.max()) <= 1.0
+    assert set(d.test_labels.tolist()) == set(range(10))
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">I", s) for s in arr.shape) + arr.tobytes()
+
+
+def test_mnist_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    xtr = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    xte = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(xtr)))
+    (raw / "train-labels-idx1-ubyte").write_bytes(_idx(np.arange(5, dtype=np.uint8)))
+    (raw / "t10k-images-idx3-ubyte").write_bytes(_idx(xte))
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(np.arange(3, dtype=np.uint8))))
+    d = images.load_folder(tmp_path)
+    assert d.train.shape == (5, 1, 28, 28) and d.test.shape == (3, 1, 28, 28)
+    assert torch.allclose(d.train[2, 0], torch.as_tensor(xtr[2] / 255 * 2 - 1, dtype=torch.float32), atol=1e-6)
+    assert d.test_labels.tolist() == [0, 1, 2]
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03junk")
+    with pytest.raises(ConfigError, match="t10k-images"):
+        images.load_folder(tmp_path)
+
+
+def test_cifar_folder(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(base / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [1, 2]}, fh)
+    d = images.load_folder(tmp_path)
+    assert d.train.shape == (10, 3, 32, 32) and d.test.shape == (2, 3, 32, 32) and d.name == "cifar10"
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        images.load_data(f"folder:{tmp_path}/nope")
+    with pytest.raises(ConfigError, match="neither MNIST"):
+        images.load_folder(tmp_path)
+    with pytest.raises(ConfigError, match="unknown data set 'cifar'"):
+        images.load_data("cifar")
+
+
+# ---- network, training, checkpoints --------------------------------------------------------------------
+def test_unet_shapes():
+    net = UNet(channels=1, size=28, base=8, mults=(1, 2, 2))
+    out = net(torch.randn(3, 1, 28, 28), torch.linspace(-5, 5, 3))
+    assert out.shape == (3, 1, 28, 28) and float(out.abs().max()) == 0.0  # zero-initialized output conv
+    net3 = UNet(channels=3, size=32, base=8, mults=(1, 2))
+    assert net3(torch.randn(2, 3, 32, 32), torch.zeros(2)).shape == (2, 3, 32, 32)
+
+
+def _tiny(tmp_path, name, steps, resume=False):
+    return train_dsm("digits", "vp", steps=steps, batch=8, ckpt_every=2, out=tmp_path / name, resume=resume,
+                     arch={"base": 8, "emb_dim": 16}, progress=False)
+
+
+def test_train_resume_is_bitwise_identical(tmp_path):
+    cfg = _tiny(tmp_path, "a", 4)
+    assert cfg["step"] == 4 and cfg["heldout_loss"] > 0
+    for suffix in (".safetensors", ".json", ".state.safetensors"):
+        assert (tmp_path / f"a{suffix}").is_file()
+    _tiny(tmp_path, "b", 2)
+    cfg_b = _tiny(tmp_path, "b", 4, resume=True)
+    assert cfg_b["step"] == 4
+    na, _ = load_checkpoint(tmp_path / "a.safetensors")
+    nb, _ = load_checkpoint(tmp_path / "b")
+    for (k, va), vb in zip(na.state_dict().items(), nb.state_dict().values()):
+        assert torch.equal(va, vb), k
+    with pytest.raises(ConfigError, match="already at step 4"):
+        _tiny(tmp_path, "b", 4, resume=True)
+
+
+def test_bad_checkpoints(tmp_path):
+    _tiny(tmp_path, "c", 2)
+    with pytest.raises(ConfigError, match="cannot resume"):
+        train_dsm("digits", "ve", steps=4, out=tmp_path / "c", resume=True, progress=False,
+                  arch={"base": 8, "emb_dim": 16})
+    w = tmp_path / "c.safetensors"
+    blob = w.read_bytes()
+    w.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ConfigError, match="cannot read checkpoint"):
+        load_checkpoint(w)
+    w.write_bytes(blob)
+    cfg = json.loads((tmp_path / "c.json").read_text())
+    cfg["arch"]["base"] = 16
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="shape"):
+        load_checkpoint(w)
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_checkpoint(w)
+    (tmp_path / "c.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ConfigError, match="format"):
+        load_checkpoint(w)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_cli_train_errors(capsys):
+    from sdebench.cli import main
+
+    assert main(["train", "--data", "nope", "--steps", "1"]) == 2
+    assert "unknown data set 'nope'" in capsys.readouterr().err
+    assert main(["train", "--device", "cuda:0", "--steps", "1"]) == 2 or torch.cuda.is_available()
