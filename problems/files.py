@@ -13,9 +13,9 @@ Format (JSON shown; TOML uses the same keys)::
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
+import tomllib
 import torch
 
 from sdebench.errors import ConfigError
