@@ -1,0 +1,35 @@
+"""``sdebench report RESULTS``: markdown report (error at fixed NFE, NFE to tolerance, fitted orders) + figures."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser("report", help="write a markdown report with tables and figures from results",
+                       description="Per problem and SDE: error at fixed NFE (mean and bootstrap 95%% CI over "
+                                   "seeds), NFE needed to reach error tolerances, fitted orders; plus figures.")
+    p.add_argument("results", help="results table (.parquet/.csv) or store folder")
+    p.add_argument("--out", default=None, help="output folder (default: the results folder)")
+    p.add_argument("--nfe", default=None, help="comma-separated NFE columns of the fixed-NFE table "
+                                               "(default: up to 5 NFE values present in the results)")
+    p.add_argument("--tol", default=None, help="comma-separated error tolerances (default 1e-1,1e-2,1e-3)")
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    return p
+
+
+def main(args) -> int:
+    from sdebench.commands.run import positive_float
+    from sdebench.plot import load_results
+    from sdebench.report import write_report
+
+    df, base = load_results(args.results)
+    nfe = None
+    if args.nfe:
+        from sdebench.commands.run import int_list
+
+        nfe = int_list(args.nfe, "--nfe")
+    tol = None
+    if args.tol:
+        tol = [positive_float(t, "--tol") for t in args.tol.split(",")]
+    path = write_report(df, args.out or base, nfe=nfe, tol=tol, figures=not args.no_figures)
+    print(f"wrote {path}")
+    return 0

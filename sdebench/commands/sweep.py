@@ -1,0 +1,84 @@
+"""``sdebench sweep FILE``: expand a TOML sweep file into cells, run the unfinished ones through Dask,
+consolidate the store and write the report and figures."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def add_parser(sub):
+    p = sub.add_parser("sweep", help="run a TOML sweep file (resumable, on Dask), then consolidate and report",
+                       description="Run every cell of a sweep file that is not yet in its results store, "
+                                   "then write results.parquet/.csv, report.md and figures/ into the store folder.")
+    p.add_argument("file", help="sweep file, e.g. sweeps/quick.toml")
+    p.add_argument("--out", default=None, help="store folder (default: the file's `out`)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local Dask workers (default: one per CPU core; 0 = run in this process)")
+    p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, tcp://HOST:PORT")
+    p.add_argument("--retries", type=int, default=2, help="extra attempts for a failing cell (default 2)")
+    p.add_argument("--no-resume", action="store_true", help="recompute cells already in the store")
+    p.add_argument("--retry-errors", action="store_true", help="recompute cells stored with status 'error'")
+    p.add_argument("--dry-run", action="store_true", help="expand and validate, print the cell counts, run nothing")
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "log", "quiet"],
+                   help="progress display (default: a bar on a terminal, log lines otherwise)")
+    p.add_argument("--no-report", action="store_true", help="skip the report and figures")
+    return p
+
+
+def main(args) -> int:
+    from sdebench.distributed import execute
+    from sdebench.errors import ConfigError
+    from sdebench.io import write_table
+    from sdebench.progress import Progress
+    from sdebench.store import Store
+    from sdebench.sweep import load_sweep
+
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.retries < 0:
+        raise ConfigError(f"--retries must be >= 0, got {args.retries}")
+    if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise ConfigError(f"--scheduler must look like tcp://HOST:PORT, got {args.scheduler!r}")
+    sweep = load_sweep(args.file)
+    cells = sweep.cells()
+    out = args.out or sweep.out
+    print(f"sweep {sweep.name!r}: {len(cells)} cells "
+          f"({len(sweep.problems)} problems x {len(sweep.sdes)} SDEs x {len(sweep.solvers)} solvers x "
+          f"{len(sweep.schedules)} schedules x {len(sweep.nfe)} NFE x {len(sweep.seeds)} seeds"
+          + (f", {len(sweep.skipped)} incompatible solver/SDE/NFE combinations left out" if sweep.skipped else "")
+          + f") -> {out}")
+    if args.dry_run:
+        return 0
+    store = Store(out)
+    store.write_manifest(sweep.name, [k for k, _, _ in cells], sweep.skipped, source=str(args.file))
+    done = set() if args.no_resume else store.finished()
+    if args.retry_errors:
+        done = {k for k in done if store.status_of(k) != "error"}
+    todo = [c for c in cells if c[0] not in done]
+    skipped = len(cells) - len(todo)
+    prog = Progress(len(cells), skipped=skipped, mode=args.progress, name=sweep.name, stream=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        counts = execute(todo, store, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
+                         sweep=sweep.name, progress=prog)
+    finally:
+        prog.close()
+    wall = time.perf_counter() - t0
+    ran = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to run"
+    print(f"ran {len(todo)} cells in {wall:.1f} s ({ran}); {skipped} were already in the store")
+    keys = {k for k, _, _ in cells}
+    df, rep = store.consolidate()
+    for line in rep.lines():
+        print(line, file=sys.stderr)
+    if len(df):
+        df = df[df["cell_key"].isin(keys)].reset_index(drop=True)
+    write_table(df, store.root / "results.parquet")
+    write_table(df, store.root / "results.csv")
+    print(f"wrote {len(df)} rows to {store.root / 'results.parquet'} and results.csv")
+    if not args.no_report and len(df):
+        from sdebench.report import write_report
+
+        path = write_report(df, store.root)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,211 @@
+"""Markdown report from results rows: per problem and SDE, error at fixed NFE, NFE needed to reach an
+error tolerance, fitted orders; with the error-vs-NFE figures.
+
+Every number is computed from stored rows (never re-running cells):
+
+* error at fixed NFE: mean over seeds of the problem's headline metric (see :mod:`sdebench.plot`) and
+  its percentile-bootstrap 95% CI over seeds; ``*`` marks a value below 3x its Monte Carlo floor.
+* NFE to tolerance: the smallest NFE whose seed-mean error is <= tol; ``floor`` when the metric's
+  Monte Carlo floor is above tol (the estimator cannot certify it), ``>N`` when never reached.
+* fitted order: minus the log-log slope of the seed-mean error against NFE on the asymptotic window
+  (points above the floor), with a bootstrap 95% CI over seeds (whole curves resampled). Uses
+  :func:`sdebench.stats.fit_order` when that module is present, else a plain least-squares fit.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .plot import _LABELS, solver_orders, with_primary
+
+__all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS"]
+
+DEFAULT_TOLS = (1e-1, 1e-2, 1e-3)
+FLOOR_FACTOR = 3.0
+
+
+def _fmt(v: float) -> str:
+    if v is None or not math.isfinite(v):
+        return "-"
+    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
+
+
+def _mean_ci(values) -> tuple[float, float, float]:
+    try:
+        from .stats import bootstrap_mean_ci
+    except ImportError:
+        bootstrap_mean_ci = None
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if bootstrap_mean_ci is not None:
+        return bootstrap_mean_ci(v)
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan
+    rng = np.random.default_rng(0)
+    reps = v[rng.integers(0, len(v), size=(1000, len(v)))].mean(1)
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return float(v.mean()), float(lo), float(hi)
+
+
+def pick_nfe(values, k: int = 5) -> list[int]:
+    vals = sorted(set(int(v) for v in values))
+    if len(vals) <= k:
+        return vals
+    idx = np.unique(np.round(np.linspace(0, len(vals) - 1, k)).astype(int))
+    return [vals[i] for i in idx]
+
+
+def fixed_nfe_table(g: pd.DataFrame, nfe: list[int]) -> pd.DataFrame:
+    rows = []
+    for label, s in g.groupby("label", sort=True):
+        r = {"solver": label}
+        for n in nfe:
+            c = s[s["nfe"] == n]
+            if not len(c):
+                r[f"NFE {n}"] = "-"
+                continue
+            m, lo, hi = _mean_ci(c["error"])
+            fl = c["floor"].mean()
+            mark = "*" if math.isfinite(fl) and m < FLOOR_FACTOR * fl else ""
+            ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else ""
+            r[f"NFE {n}"] = f"{_fmt(m)}{mark}{ci}"
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def nfe_to_tol_table(g: pd.DataFrame, tols) -> pd.DataFrame:
+    rows = []
+    for label, s in g.groupby("label", sort=True):
+        curve = s.groupby("nfe")[["error", "floor"]].mean().sort_index()
+        r = {"solver": label}
+        for tol in tols:
+            fl = curve["floor"].max()
+            hit = curve.index[curve["error"] <= tol]
+            if math.isfinite(fl) and fl > tol / FLOOR_FACTOR:
+                r[f"tol {tol:g}"] = "floor"
+            elif len(hit):
+                r[f"tol {tol:g}"] = str(int(hit.min()))
+            else:
+                r[f"tol {tol:g}"] = f">{int(curve.index.max())}"
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def _fit(nfe, Y, null):
+    try:
+        from .stats import fit_order
+    except ImportError:
+        fit_order = None
+    if fit_order is not None:
+        f = fit_order(nfe, Y, null=null, fine_is_small=False)
+        return -f.slope, -f.hi, -f.lo, f.n_points, f.window
+    ybar = np.nanmean(Y, axis=0)
+    ok = np.isfinite(ybar) & (ybar > 0)
+    if null is not None:
+        ok &= ~(ybar < FLOOR_FACTOR * np.nanmean(np.atleast_2d(null), axis=0))
+    if ok.sum() < 2:
+        return math.nan, math.nan, math.nan, int(ok.sum()), ()
+    slope = np.polyfit(np.log(nfe[ok]), np.log(ybar[ok]), 1)[0]
+    return -slope, math.nan, math.nan, int(ok.sum()), tuple(nfe[ok])
+
+
+def order_table(g: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    metric = g["metric"].iloc[0]
+    scale = 2.0 if metric.startswith("kl") else 1.0
+    for label, s in g.groupby("label", sort=True):
+        Y = s.pivot_table(index="seed", columns="nfe", values="error", aggfunc="mean")
+        nfe = Y.columns.to_numpy(dtype=float)
+        null = None
+        if s["floor"].notna().any():
+            null = s.pivot_table(index="seed", columns="nfe", values="floor", aggfunc="mean")
+            null = null.reindex(index=Y.index, columns=Y.columns).to_numpy()
+        if len(nfe) < 2:
+            continue
+        order, lo, hi, npts, window = _fit(nfe, Y.to_numpy(), null)
+        theory = solver_orders([s["solver"].iloc[0]]).get(s["solver"].iloc[0], math.nan) * scale
+        win = f"{int(min(window))}-{int(max(window))}" if len(window) else "-"
+        rows.append({"solver": label, "fitted order": _fmt(order),
+                     "95% CI": f"[{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else "-",
+                     "theory": _fmt(theory), "NFE window": win, "points": npts, "seeds": len(Y.index)})
+    return pd.DataFrame(rows)
+
+
+def _md(df: pd.DataFrame) -> str:
+    if not len(df):
+        return "(no rows)\n"
+    cols = list(df.columns)
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        out.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _provenance(df: pd.DataFrame) -> list[str]:
+    lines = []
+    counts = df["status"].value_counts() if "status" in df.columns else pd.Series(dtype=int)
+    lines.append(f"- rows: {len(df)} (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")")
+    for col, what in (("sweep", "sweep"), ("sdebench_version", "sdebench"), ("git_commit", "git commit"),
+                      ("torch_version", "torch"), ("device_name", "device")):
+        if col in df.columns:
+            vals = sorted(df[col].dropna().astype(str).unique())
+            lines.append(f"- {what}: " + ", ".join(f"`{v[:12] if col == 'git_commit' else v}`" for v in vals))
+    if "n_samples" in df.columns:
+        lines.append(f"- samples per cell: {', '.join(map(str, sorted(df['n_samples'].dropna().unique())))}")
+    if "wall_s" in df.columns:
+        lines.append(f"- sampler wall time summed over cells: {pd.to_numeric(df['wall_s']).sum():.1f} s")
+    return lines
+
+
+def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = True,
+                 title: str = "sdebench report") -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tols = tuple(tol) if tol else DEFAULT_TOLS
+    data = with_primary(df)
+    lines = [f"# {title}", ""]
+    lines += _provenance(df)
+    lines.append("")
+    lines.append("Errors are the mean over seeds with a bootstrap 95% CI over seeds; `*` = below 3x the "
+                 "Monte Carlo floor (the same statistic between two target samples). Exact metrics "
+                 "(`w2_exact`, `kl_exact`) are computed from the solver's exact Gaussian output law and have "
+                 "no floor. Fitted order = minus the log-log slope of error vs NFE on the asymptotic window "
+                 "(points above the floor), bootstrap 95% CI over seeds; theory = the solver's declared "
+                 "order (x2 for KL).")
+    lines.append("")
+    if figures:
+        from .plot import plot_error_vs_nfe
+
+        for p in plot_error_vs_nfe(df, out_dir / "figures"):
+            lines.append(f"![{p.stem}](figures/{p.name})")
+            lines.append("")
+    for (problem, sde), g in data.groupby(["problem", "sde"], sort=False):
+        metric = g["metric"].iloc[0]
+        lines.append(f"## {problem} / {sde}  ({_LABELS.get(metric, metric)}, `{metric}`)")
+        lines.append("")
+        cols = nfe if nfe else pick_nfe(g["nfe"])
+        lines.append("**Error at fixed NFE**")
+        lines.append("")
+        lines.append(_md(fixed_nfe_table(g, cols)))
+        lines.append("**NFE to reach the error tolerance**")
+        lines.append("")
+        lines.append(_md(nfe_to_tol_table(g, tols)))
+        lines.append("**Fitted order**")
+        lines.append("")
+        lines.append(_md(order_table(g)))
+    if "status" in df.columns:
+        bad = df[df["status"] != "ok"]
+        if len(bad):
+            lines.append(f"## Cells not ok ({len(bad)})")
+            lines.append("")
+            keep = [c for c in ("problem", "sde", "label", "nfe", "seed", "status", "error") if c in bad.columns]
+            lines.append(_md(bad[keep].head(50)))
+    path = out_dir / "report.md"
+    from .store import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,314 @@
+"""Declarative sweep files: a TOML grid expanded into cells, each with a key derived from its full config.
+
+A sweep file (see ``sweeps/quick.toml``)::
+
+    name = "quick"
+    out = "results/quick"              # store folder, relative to the current directory
+    problems = ["gauss1d", "gmm1d"]    # preset names, target files, or "all" (every preset)
+    sdes = ["vp"]
+    schedules = ["uniform"]
+    nfe = [4, 8, 16, 32]
+    seeds = [0, 1, 2]                  # or an integer n meaning 0..n-1
+    samples = 1000
+    metrics = ["w2_exact", "w2"]       # default: sdebench.run.DEFAULT_METRICS
+    metrics_by_problem = { gmm2d-ring8 = ["sliced_w2"] }   # optional per-problem override
+    solvers = ["em", "heun"]           # names, "all", or tables (below)
+    # optional: t_end, T, init, dtype, device, reference, crn (default true), skip_incompatible
+
+    [[solvers]]                        # a solver with options; label names it in tables and plots
+    name = "ddim"
+    options = { eta = 0.5 }
+    label = "ddim-eta0.5"
+
+Every (problem, sde, solver, schedule, nfe, seed) combination is one cell. Names are validated when
+the file is expanded (one-line ConfigError naming the bad value). With ``skip_incompatible = true``
+(used by the paper sweep, which names "all" solvers) a solver/SDE or solver/NFE pair the solver cannot
+run is left out and counted instead of being an error.
+
+The cell key is the first 20 hex digits of the SHA-256 of the canonical JSON of the full cell config
+(every CellConfig field, metrics and the common-random-numbers base grid included), so a cell's key
+changes exactly when something that changes its result changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from .errors import ConfigError, NFEBudgetError
+from .run import DEFAULT_METRICS, METRICS, CellConfig, crn_base_steps
+
+__all__ = ["Sweep", "SolverEntry", "load_sweep", "parse_sweep", "cell_key", "config_to_dict", "config_from_dict",
+           "KEY_LENGTH"]
+
+KEY_LENGTH = 20
+_TOP_KEYS = {"name", "out", "problems", "sdes", "schedules", "nfe", "seeds", "samples", "metrics", "solvers",
+             "t_end", "T", "init", "dtype", "device", "reference", "crn", "skip_incompatible", "description",
+             "metrics_by_problem"}
+
+
+@dataclass
+class SolverEntry:
+    name: str
+    options: dict = field(default_factory=dict)
+    label: str = ""
+
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        if not self.options:
+            return self.name
+        return self.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items())) + "]"
+
+
+@dataclass
+class Sweep:
+    name: str
+    out: str
+    problems: list
+    sdes: list
+    schedules: list
+    nfe: list
+    seeds: list
+    samples: int
+    metrics: tuple
+    solvers: list
+    t_end: float | None = None
+    T: float | None = None
+    init: str = "exact"
+    dtype: str = "float64"
+    device: str = "cpu"
+    reference: str = "t_end"
+    crn: bool = True
+    skip_incompatible: bool = False
+    description: str = ""
+    metrics_by_problem: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # (problem, sde, solver, nfe, reason) left out by skip_incompatible
+
+    def cells(self) -> list[tuple[str, CellConfig, str]]:
+        """Expand into ``(key, CellConfig, label)`` triples, validating every combination once."""
+        from .problems import get_problem
+        from .run import prepare
+        from .schedules import get_schedule
+        from .sde import get_sde
+        from .solvers import get_solver
+
+        for p in self.problems:
+            get_problem(p)
+        for s in self.sdes:
+            get_sde(s, T=self.T)
+        for s in self.schedules:
+            get_schedule(s)
+        specs = {e.name: get_solver(e.name) for e in self.solvers}
+        for e in self.solvers:
+            specs[e.name].check_options(e.options)
+        labels = [e.display() for e in self.solvers]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ConfigError(f"sweep {self.name!r}: solver label {dup[0]!r} appears twice; give each entry a label")
+
+        out: list[tuple[str, CellConfig, str]] = []
+        self.skipped = []
+        for problem in self.problems:
+            for sde in self.sdes:
+                for schedule in self.schedules:
+                    for entry in self.solvers:
+                        spec = specs[entry.name]
+                        nfes = []
+                        for nfe in self.nfe:
+                            cfg = self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None)
+                            try:
+                                prepare(cfg)
+                            except ConfigError as exc:
+                                incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
+                                if self.skip_incompatible and incompatible:
+                                    self.skipped.append((problem, sde, entry.display(), nfe, str(exc)))
+                                    continue
+                                raise ConfigError(f"sweep {self.name!r}: problem={problem} sde={sde} "
+                                                  f"solver={entry.display()} nfe={nfe}: {exc}") from None
+                            nfes.append(nfe)
+                        if not nfes:
+                            continue
+                        crn = None
+                        if self.crn and not spec.adaptive:
+                            crn = crn_base_steps([spec.steps_for_nfe(n) for n in nfes])
+                        for nfe in nfes:
+                            for seed in self.seeds:
+                                cfg = self._config(problem, sde, schedule, entry, nfe, seed, crn)
+                                out.append((cell_key(cfg), cfg, entry.display()))
+        return out
+
+    def _config(self, problem, sde, schedule, entry, nfe, seed, crn) -> CellConfig:
+        return CellConfig(problem=problem, sde=sde, solver=entry.name, nfe=nfe, seed=seed, n_samples=self.samples,
+                          schedule=schedule, t_end=self.t_end, T=self.T, init=self.init, dtype=self.dtype,
+                          device=self.device, solver_options=dict(entry.options),
+                          metrics=tuple(self.metrics_by_problem.get(problem, self.metrics)),
+                          crn_steps=crn, reference=self.reference)
+
+
+def config_to_dict(cfg: CellConfig) -> dict:
+    d = asdict(cfg)
+    d["metrics"] = list(d["metrics"])
+    return d
+
+
+def config_from_dict(d: dict) -> CellConfig:
+    d = dict(d)
+    d["metrics"] = tuple(d.get("metrics", DEFAULT_METRICS))
+    return CellConfig(**d)
+
+
+def cell_key(cfg: CellConfig) -> str:
+    """SHA-256 of the canonical JSON of the full config, first KEY_LENGTH hex digits."""
+    text = json.dumps(config_to_dict(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+# ---- parsing ------------------------------------------------------------------------------------------
+
+def _where(source: str, key: str) -> str:
+    return f"sweep file {source!r}: {key}"
+
+
+def _str_list(data: dict, key: str, source: str, default=None) -> list[str]:
+    v = data.get(key, default)
+    if v is None:
+        raise ConfigError(f"{_where(source, key)} is missing")
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        raise ConfigError(f"{_where(source, key)} must be a non-empty list of names, got {v!r}")
+    return v
+
+
+def _int_list(data: dict, key: str, source: str, lo: int) -> list[int]:
+    v = data.get(key)
+    if v is None:
+        raise ConfigError(f"{_where(source, key)} is missing")
+    if isinstance(v, int) and not isinstance(v, bool) and key == "seeds":
+        if v < 1:
+            raise ConfigError(f"{_where(source, key)} must be >= 1 (a count) or a list, got {v!r}")
+        return list(range(v))
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"{_where(source, key)} must be a non-empty list of integers, got {v!r}")
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, int) or x < lo:
+            raise ConfigError(f"{_where(source, key)} must hold integers >= {lo}, got {x!r}")
+    if len(set(v)) != len(v):
+        raise ConfigError(f"{_where(source, key)} has duplicates: {v!r}")
+    return list(v)
+
+
+def _opt_float(data: dict, key: str, source: str) -> float | None:
+    v = data.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{_where(source, key)} must be a positive number, got {v!r}")
+    return float(v)
+
+
+def _solvers(data: dict, source: str) -> list[SolverEntry]:
+    from .solvers import SOLVERS, get_solver
+
+    v = data.get("solvers")
+    if v is None:
+        raise ConfigError(f"{_where(source, 'solvers')} is missing")
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"{_where(source, 'solvers')} must be a non-empty list, got {v!r}")
+    out: list[SolverEntry] = []
+    for item in v:
+        if item == "all":
+            out.extend(SolverEntry(n) for n in sorted(SOLVERS) if not SOLVERS[n].adaptive)
+            continue
+        if isinstance(item, str):
+            get_solver(item)
+            out.append(SolverEntry(item))
+        elif isinstance(item, dict):
+            extra = set(item) - {"name", "options", "label"}
+            if "name" not in item or not isinstance(item["name"], str):
+                raise ConfigError(f"{_where(source, 'solvers')} entry {item!r} needs a name")
+            if extra:
+                raise ConfigError(f"{_where(source, 'solvers')} entry {item['name']!r} has unknown key(s) "
+                                  f"{sorted(extra)}; valid: name, options, label")
+            opts = item.get("options", {})
+            if not isinstance(opts, dict):
+                raise ConfigError(f"{_where(source, 'solvers')} entry {item['name']!r}: options must be a table")
+            get_solver(item["name"])
+            out.append(SolverEntry(item["name"], dict(opts), str(item.get("label", ""))))
+        else:
+            raise ConfigError(f"{_where(source, 'solvers')} entry {item!r} must be a name or a table")
+    return out
+
+
+def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
+    """Build a :class:`Sweep` from the parsed TOML table; every bad value is a one-line ConfigError."""
+    from .problems import PROBLEMS
+
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"sweep file {source!r}: unknown key(s) {unknown}; valid: {', '.join(sorted(_TOP_KEYS))}")
+    name = data.get("name", Path(source).stem)
+    out = data.get("out", f"results/{name}")
+    if not isinstance(name, str) or not name or not isinstance(out, str) or not out:
+        raise ConfigError(f"sweep file {source!r}: name and out must be non-empty strings")
+    problems = _str_list(data, "problems", source)
+    if "all" in problems:
+        problems = [p for p in PROBLEMS if p not in problems] + [p for p in problems if p != "all"]
+        problems = list(dict.fromkeys(p for p in problems if p != "all"))
+    metrics = tuple(_str_list(data, "metrics", source, default=list(DEFAULT_METRICS)))
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise ConfigError(f"{_where(source, 'metrics')}: unknown metric {bad[0]!r}; valid: {', '.join(METRICS)}")
+    mbp = data.get("metrics_by_problem", {})
+    if not isinstance(mbp, dict):
+        raise ConfigError(f"{_where(source, 'metrics_by_problem')} must be a table problem = [metrics]")
+    mbp = {p: tuple(_str_list(mbp, p, source)) for p in mbp}
+    for p, ms in mbp.items():
+        if p not in problems:
+            raise ConfigError(f"{_where(source, 'metrics_by_problem')}: problem {p!r} is not in problems")
+        bad = [m for m in ms if m not in METRICS]
+        if bad:
+            raise ConfigError(f"{_where(source, 'metrics_by_problem')}: unknown metric {bad[0]!r}; "
+                              f"valid: {', '.join(METRICS)}")
+    samples = data.get("samples", 2000)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ConfigError(f"{_where(source, 'samples')} must be an integer >= 2, got {samples!r}")
+    for key in ("init", "dtype", "device", "reference"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{_where(source, key)} must be a string, got {data[key]!r}")
+    for key in ("crn", "skip_incompatible"):
+        if key in data and not isinstance(data[key], bool):
+            raise ConfigError(f"{_where(source, key)} must be true or false, got {data[key]!r}")
+    return Sweep(
+        name=name, out=out, problems=problems,
+        sdes=_str_list(data, "sdes", source, default=["vp"]),
+        schedules=_str_list(data, "schedules", source, default=["uniform"]),
+        nfe=_int_list(data, "nfe", source, lo=1), seeds=_int_list(data, "seeds", source, lo=0),
+        samples=samples, metrics=metrics, solvers=_solvers(data, source),
+        t_end=_opt_float(data, "t_end", source), T=_opt_float(data, "T", source),
+        init=data.get("init", "exact"), dtype=data.get("dtype", "float64"), device=data.get("device", "cpu"),
+        reference=data.get("reference", "t_end"), crn=data.get("crn", True),
+        skip_incompatible=data.get("skip_incompatible", False), description=str(data.get("description", "")),
+        metrics_by_problem=mbp,
+    )
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep file {str(p)!r} does not exist")
+    if p.suffix.lower() != ".toml":
+        raise ConfigError(f"sweep file {str(p)!r} must be a .toml file")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"sweep file {str(p)!r} is not valid TOML: {exc}") from None
+    return parse_sweep(data, str(p))

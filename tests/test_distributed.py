@@ -1,0 +1,82 @@
+"""Dask execution: a real LocalCluster with 2 workers, one killed mid-sweep; bounded retries -> error rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from sdebench.distributed import execute
+from sdebench.run import CellConfig
+from sdebench.store import Store
+from sdebench.sweep import cell_key, parse_sweep
+
+
+def _cells(n_nfe=12, seeds=2):
+    s = parse_sweep({"name": "kill", "problems": ["gauss1d"], "nfe": [8 * (i + 1) for i in range(n_nfe)],
+                     "seeds": seeds, "samples": 200, "metrics": ["w2_exact", "kl_exact"],
+                     "solvers": ["em", "ddim"]}, "kill.toml")
+    return s.cells()
+
+
+def test_killed_worker_loses_no_cell_and_no_cell_twice(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    cells = _cells()
+    store = Store(tmp_path / "store")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)
+        result = {}
+
+        def go():
+            result["counts"] = execute(cells, store, scheduler=cluster.scheduler_address, retries=1, sweep="kill")
+
+        th = threading.Thread(target=go)
+        th.start()
+        deadline = time.monotonic() + 120
+        while len(store.finished()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        done_at_kill = len(store.finished())
+        victim = sorted(pids.values())[0]
+        os.kill(victim, signal.SIGKILL)
+        th.join(timeout=300)
+        assert not th.is_alive()
+    finally:
+        client.close()
+        cluster.close()
+    assert 3 <= done_at_kill < len(cells), "the kill did not happen mid-sweep"
+    keys = {k for k, _, _ in cells}
+    assert store.finished() == keys
+    df, rep = store.consolidate()
+    assert rep.problems == []
+    assert len(df) == len(cells) and df["cell_key"].is_unique
+    assert set(df["status"]) == {"ok"}
+    assert sum(result["counts"].values()) == len(cells)
+
+
+def test_bounded_retries_then_error_row(tmp_path):
+    bad = CellConfig(problem="no-such-problem", nfe=4, n_samples=16, metrics=("w2_exact",))
+    good = _cells(n_nfe=1, seeds=1)[0]
+    store = Store(tmp_path / "s")
+    counts = execute([(cell_key(bad), bad, "em"), good], store, workers=0, retries=2, sweep="r")
+    assert counts == {"error": 1, "ok": 1}
+    df, _ = store.consolidate()
+    err = df[df["status"] == "error"].iloc[0]
+    assert "no-such-problem" in err["error"] and err["attempts"] == 3
+    assert df[df["status"] == "ok"].shape[0] == 1
+
+
+def test_local_cluster_default_path_matches_serial(tmp_path):
+    cells = _cells(n_nfe=2, seeds=1)
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    execute(cells, a, workers=0)
+    execute(cells, b, workers=2)
+    da, _ = a.consolidate()
+    db, _ = b.consolidate()
+    assert list(da["cell_key"]) == list(db["cell_key"])
+    assert (da["w2_exact"] == db["w2_exact"]).all()
