@@ -1,0 +1,248 @@
+"""Metrics for samples whose density is unknown (stochastic samplers), against a known Gaussian mixture.
+
+Every function returns the statistic for the samples ``x``; the harness calls it a second time on an
+exact target sample of the same size to get the row's ``<metric>_null`` (the Monte Carlo floor).
+
+**Smoothed TV / KL (1-D and 2-D): ``kde_tv_kl``.** Gaussian kernel density estimate on a fine grid,
+compared with the target smoothed by the *same* kernel: p_h = p * N(0, h^2 I) is again a mixture
+(covariances S_k + h^2 I), so no smoothing bias is left in the comparison, and the value estimates
+TV(q * K_h, p * K_h) <= TV(q, p) (smoothing is a contraction; likewise for KL). Bias/variance trade-off:
+a larger h hides error at scales below h (the estimate is a lower bound that tightens as h -> 0); a
+smaller h raises the sampling floor, which scales as (n h^d)^{-1/2} for TV and (n h^d)^{-1} for KL.
+Bandwidth rule (Scott): h = s n^{-1/(d+4)} with s the target's typical component standard deviation,
+s^2 = mean_k tr(S_k) / d (fixed by the target, so samples and null share it). The KDE is binned: samples
+are binned linearly onto a grid of spacing h/4 (extent: every component mean +- 6 std + 4h) and
+convolved with the sampled Gaussian kernel (separable, float64); binning error O((h/4)^2).
+Samples outside the grid are counted as mass q has and p_h has not (they add their mass to TV).
+
+**MMD: ``mmd``.** Gaussian kernel k(x, y) = exp(-|x - y|^2 / (2 l^2)), l = s as above. The kernel mean
+against the mixture is closed form:
+E_Y k(x, Y) = sum_k w_k det(I + S_k / l^2)^{-1/2} exp(-(x - mu_k)^T (l^2 I + S_k)^{-1} (x - mu_k) / 2) and
+E k(Y, Y') = sum_jk w_j w_k det(I + (S_j + S_k)/l^2)^{-1/2} exp(-dmu^T (l^2 I + S_j + S_k)^{-1} dmu / 2),
+so MMD^2 = mean_{i != j} k(x_i, x_j) - 2 mean_i E_Y k(x_i, Y) + E k(Y, Y') is unbiased with no target
+sample; standard error from the U-statistic's linear term, sqrt(4 Var(h_1) / n). ``mmd`` is
+sqrt(max(MMD^2, 0)).
+
+**Sinkhorn: ``sinkhorn``.** Debiased entropic OT divergence S_eps(x, y) = OT_eps(x, y) - (OT_eps(x, x) +
+OT_eps(y, y)) / 2 with squared-Euclidean cost (POT ``empirical_sinkhorn_divergence``) against an
+independent target sample y of the same size; eps = 0.05 * d * s^2 (a fixed fraction of the typical
+squared distance within a component). Nonnegative, O(n^-1/2) floor in any dimension, W2^2 units.
+
+**Per-mode mass: ``mode_mass``.** Soft assignment by the target's responsibilities r_k(x) (exactly
+unbiased for the weights under the target: E_p[r_k(X)] = w_k), err = max_k |mean_i r_k(x_i) - w_k| with
+its standard error; ``mode_masses`` gives the per-mode table with hard (argmax) counts and their
+Wilson 95% binomial intervals, meaningful for well-separated modes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from sdebench.errors import ConfigError
+
+__all__ = ["component_scale", "scott_bandwidth", "kde_tv_kl", "mmd", "kernel_mean", "sinkhorn",
+           "responsibilities", "mode_mass_error", "mode_masses", "wilson"]
+
+
+def component_scale(mix) -> float:
+    """s with s^2 = mean_k tr(S_k) / d."""
+    return math.sqrt(float(torch.diagonal(mix.covs, dim1=1, dim2=2).sum(-1).mean()) / mix.d)
+
+
+def scott_bandwidth(mix, n: int) -> float:
+    return component_scale(mix) * n ** (-1.0 / (mix.d + 4))
+
+
+# ---- KDE on a grid ------------------------------------------------------------------------------
+def _grid_axes(mix, h: float, max_points: int):
+    std = torch.sqrt(torch.diagonal(mix.covs, dim1=1, dim2=2))  # (K, d)
+    lo = (mix.means - 6 * std).min(0).values - 4 * h
+    hi = (mix.means + 6 * std).max(0).values + 4 * h
+    axes = []
+    for j in range(mix.d):
+        m = int(min(max_points, math.ceil(float(hi[j] - lo[j]) / (h / 4)) + 1))
+        axes.append(torch.linspace(float(lo[j]), float(hi[j]), m, dtype=torch.float64))
+    return axes
+
+
+def _bin_linear(x: torch.Tensor, axes) -> tuple[torch.Tensor, int]:
+    """Linear binning of samples onto the grid; returns weights (sum = inside count) and outside count."""
+    d = x.shape[1]
+    shape = [len(a) for a in axes]
+    pos, inside = [], torch.ones(x.shape[0], dtype=torch.bool)
+    for j in range(d):
+        a = axes[j]
+        dx = float(a[1] - a[0])
+        u = (x[:, j] - float(a[0])) / dx
+        inside &= (u >= 0) & (u <= len(a) - 1)
+        pos.append(u)
+    out = int((~inside).sum())
+    pos = [u[inside] for u in pos]
+    counts = torch.zeros(shape, dtype=torch.float64)
+    lo_idx = [torch.clamp(u.floor().long(), 0, s - 2) for u, s in zip(pos, shape)]
+    frac = [u - i.double() for u, i in zip(pos, lo_idx)]
+    for corner in range(2**d):
+        idx, wt = [], torch.ones_like(pos[0])
+        for j in range(d):
+            bit = (corner >> j) & 1
+            idx.append(lo_idx[j] + bit)
+            wt = wt * (frac[j] if bit else 1 - frac[j])
+        counts.index_put_(tuple(idx), wt, accumulate=True)
+    return counts, out
+
+
+def _smooth(counts: torch.Tensor, axes, h: float) -> torch.Tensor:
+    out = counts
+    for j, a in enumerate(axes):
+        dx = float(a[1] - a[0])
+        r = int(math.ceil(5 * h / dx))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) * dx / h) ** 2)
+        k = k / (k.sum() * dx)  # density kernel on the grid
+        moved = out.movedim(j, -1)
+        flat = moved.reshape(-1, 1, moved.shape[-1])
+        conv = torch.nn.functional.conv1d(flat, k.flip(0).reshape(1, 1, -1), padding=r)
+        out = conv.reshape(moved.shape).movedim(-1, j)
+    return out
+
+
+def kde_tv_kl(x: torch.Tensor, mix, h: float | None = None, max_points: int | None = None) -> dict:
+    """Smoothed TV and KL(q_h || p_h) on a grid (d = 1 or 2); see the module docstring."""
+    x = x.to(torch.float64).cpu()
+    n, d = x.shape
+    if d not in (1, 2):
+        raise ConfigError(f"kde TV/KL is defined for d = 1 or 2, got d = {d}")
+    h = scott_bandwidth(mix, n) if h is None else float(h)
+    axes = _grid_axes(mix, h, max_points or (8192 if d == 1 else 768))
+    counts, outside = _bin_linear(x, axes)
+    q = _smooth(counts, axes, h) / n
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    pts = torch.stack([m.reshape(-1) for m in mesh], 1)
+    from sdebench.problems import GaussianMixture
+
+    ph = GaussianMixture(mix.weights, mix.means, mix.covs + h * h * torch.eye(d, dtype=torch.float64))
+    logp = ph.log_prob(pts).reshape(q.shape)
+    p = torch.exp(logp)
+    cell = math.prod(float(a[1] - a[0]) for a in axes)
+    tv = 0.5 * float((q - p).abs().sum()) * cell + 0.5 * outside / n
+    pos = q > 0
+    kl = float((q[pos] * (torch.log(q[pos]) - logp[pos])).sum()) * cell
+    return {"kde_tv": min(tv, 1.0), "kde_kl": max(kl, 0.0), "bandwidth": h}
+
+
+# ---- MMD ------------------------------------------------------------------------------------------
+def kernel_mean(x: torch.Tensor, mix, l: float) -> torch.Tensor:
+    """E_{Y ~ mix} exp(-|x - Y|^2 / (2 l^2)) for each row of x."""
+    x = x.to(torch.float64)
+    d = mix.d
+    eye = torch.eye(d, dtype=torch.float64)
+    out = torch.zeros(x.shape[0], dtype=torch.float64)
+    for k in range(mix.K):
+        A = l * l * eye + mix.covs[k]
+        L = torch.linalg.cholesky(A)
+        z = torch.linalg.solve_triangular(L, (x - mix.means[k]).T, upper=False)
+        logdet = 2 * torch.log(torch.diagonal(L)).sum() - d * math.log(l * l)
+        out += mix.weights[k] * torch.exp(-0.5 * (z * z).sum(0) - 0.5 * logdet)
+    return out
+
+
+def _kernel_self(mix, l: float) -> float:
+    d = mix.d
+    eye = torch.eye(d, dtype=torch.float64)
+    tot = 0.0
+    for j in range(mix.K):
+        for k in range(mix.K):
+            A = l * l * eye + mix.covs[j] + mix.covs[k]
+            dm = mix.means[j] - mix.means[k]
+            quad = float(dm @ torch.linalg.solve(A, dm))
+            logdet = float(torch.linalg.slogdet(A)[1]) - d * math.log(l * l)
+            tot += float(mix.weights[j] * mix.weights[k]) * math.exp(-0.5 * quad - 0.5 * logdet)
+    return tot
+
+
+def mmd(x: torch.Tensor, mix, l: float | None = None, chunk: int = 2048) -> dict:
+    """Unbiased MMD^2 against the mixture with its standard error; ``mmd`` = sqrt(max(MMD^2, 0))."""
+    x = x.to(torch.float64).cpu()
+    n = x.shape[0]
+    l = component_scale(mix) if l is None else float(l)
+    rowsum = torch.zeros(n, dtype=torch.float64)
+    sq = (x * x).sum(1)
+    for s in range(0, n, chunk):
+        xb = x[s : s + chunk]
+        D = sq[s : s + chunk, None] + sq[None, :] - 2 * xb @ x.T
+        rowsum[s : s + chunk] = torch.exp(-0.5 * torch.clamp(D, min=0) / (l * l)).sum(1)
+    rowsum = rowsum - 1.0  # drop k(x_i, x_i) = 1
+    km = kernel_mean(x, mix, l)
+    kk = _kernel_self(mix, l)
+    mmd2 = float(rowsum.sum()) / (n * (n - 1)) - 2 * float(km.mean()) + kk
+    h1 = rowsum / (n - 1) - km
+    se2 = 2 * float(h1.std()) / math.sqrt(n)
+    val = math.sqrt(max(mmd2, 0.0))
+    se = se2 / (2 * val) if val > 0 and se2 / (2 * val) < math.sqrt(se2) else math.sqrt(se2)
+    return {"mmd": val, "mmd_se": se, "mmd2": mmd2, "mmd2_se": se2, "lengthscale": l}
+
+
+# ---- Sinkhorn -------------------------------------------------------------------------------------
+def sinkhorn(x: torch.Tensor, y: torch.Tensor, reg: float) -> float:
+    """Debiased Sinkhorn divergence (squared-Euclidean cost) between equal-weight samples (POT)."""
+    import warnings
+
+    import ot
+
+    xa = np.ascontiguousarray(x.detach().to(torch.float64).cpu().numpy())
+    ya = np.ascontiguousarray(y.detach().to(torch.float64).cpu().numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val = ot.bregman.empirical_sinkhorn_divergence(xa, ya, reg, numIterMax=2000, stopThr=1e-9)
+    return max(float(val), 0.0)
+
+
+def sinkhorn_reg(mix) -> float:
+    return 0.05 * mix.d * component_scale(mix) ** 2
+
+
+# ---- per-mode mass ---------------------------------------------------------------------------------
+def responsibilities(x: torch.Tensor, mix) -> torch.Tensor:
+    """r_k(x) under the mixture at t = 0, shape (n, K)."""
+    x = x.to(torch.float64).cpu()
+    logits = []
+    for k in range(mix.K):
+        dist = torch.distributions.MultivariateNormal(mix.means[k], covariance_matrix=mix.covs[k])
+        logits.append(torch.log(mix.weights[k]) + dist.log_prob(x))
+    return torch.softmax(torch.stack(logits, 1), dim=1)
+
+
+def mode_mass_error(x: torch.Tensor, mix) -> dict:
+    """max_k |mean r_k(x) - w_k| and its standard error (K >= 2)."""
+    r = responsibilities(x, mix)
+    n = r.shape[0]
+    err = r.mean(0) - mix.weights
+    k = int(err.abs().argmax())
+    return {"mode_mass": float(err.abs()[k]), "mode_mass_se": float(r[:, k].std() / math.sqrt(n))}
+
+
+def wilson(count: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval for a binomial proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    p = count / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return c - half, c + half
+
+
+def mode_masses(x: torch.Tensor, mix) -> list[dict]:
+    """Per mode: weight, soft mass (mean responsibility), hard fraction (argmax) with Wilson 95% CI."""
+    r = responsibilities(x, mix)
+    n = r.shape[0]
+    hard = torch.bincount(r.argmax(1), minlength=mix.K)
+    out = []
+    for k in range(mix.K):
+        lo, hi = wilson(int(hard[k]), n)
+        out.append({"mode": k, "weight": float(mix.weights[k]), "soft_mass": float(r[:, k].mean()),
+                    "hard_mass": int(hard[k]) / n, "ci_lo": lo, "ci_hi": hi,
+                    "covered": bool(lo <= float(mix.weights[k]) <= hi)})
+    return out
