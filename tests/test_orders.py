@@ -11,9 +11,18 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from sdebench.run import CellConfig, run_cell
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids thread-pool contention on a shared machine (10x faster)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 def w2_curve(solver, nfes, sde="vp", schedule="logsnr", problem="gauss1d", **options):
     steps, errs = [], []
@@ -69,3 +78,48 @@ def test_order_on_other_sdes():
         steps, errs = w2_curve("dpm-solver-2", [40, 80], sde=sde)
         assert abs(slope(steps, errs) + 2.0) < 0.25, (sde, errs)
         assert all(math.isfinite(e) for e in errs)
+
+
+# ---- pathwise (strong) order on gmm1d --------------------------------------------------------------
+def strong_errors(solver, steps_list, ref_steps, sde="vp", n=1000, t_end=1e-3, schedule="uniform"):
+    """Mean |x_N - x_ref| over n paths (L1 strong error), x_ref = srk on the ``ref_steps`` base grid with
+    the same x_T and the same Brownian path (coarse increments are sums of the base grid's)."""
+    from sdebench.model import Model
+    from sdebench.noise import NoiseSource
+    from sdebench.problems import get_problem
+    from sdebench.schedules import make_grid
+    from sdebench.sde import get_sde
+    from sdebench.solvers import get_solver
+
+    prob, s = get_problem("gmm1d"), get_sde(sde)
+    base = make_grid(s, ref_steps, t_end, schedule)
+    x_T = prob.sample_t(n, s.T, s, generator=torch.Generator().manual_seed(1))
+
+    def run(name, steps):
+        grid = make_grid(s, steps, t_end, schedule)
+        noise = NoiseSource(0, n, (prob.d,), base_grid=base)
+        return get_solver(name)(Model(s, **prob.model_functions(s)), x_T.clone(), grid, s, noise)
+
+    ref = run("srk", ref_steps)
+    return np.array([float((run(solver, N) - ref).abs().mean()) for N in steps_list])
+
+
+def test_strong_order_em_and_srk_gmm1d():
+    """Default-size check: EM strong slope -1 (within 0.2); SRK clearly steeper (between -2.1 and -1.3)."""
+    steps = np.array([16, 32, 64, 128.0])
+    em = strong_errors("em", steps.astype(int), 1024, sde="ou", n=500)
+    srk = strong_errors("srk", steps.astype(int), 1024, sde="ou", n=500)
+    assert abs(slope(steps, em) + 1.0) < 0.2, em
+    assert -2.1 < slope(steps, srk) < -1.3, srk
+    assert (srk < em).all()
+
+
+@pytest.mark.slow
+def test_strong_order_asymptotic_gmm1d():
+    """Asymptotic window (h small enough that the h^1.5 terms dominate SRK's h^2 terms): em -1, srk -1.5."""
+    steps = np.array([128, 256, 512])
+    em = strong_errors("em", steps, 4096, n=500)
+    srk = strong_errors("srk", steps, 4096, n=500)
+    print("em", em, slope(steps, em), "srk", srk, slope(steps, srk))
+    assert abs(slope(steps, em) + 1.0) < 0.2, em
+    assert abs(slope(steps, srk) + 1.5) < 0.2, srk
