@@ -13,7 +13,7 @@ import sys
 from .errors import ConfigError
 
 # subcommand modules under sdebench.commands, in the order `sdebench --help` lists them
-COMMANDS = ["run", "list", "sweep", "results", "plot", "report", "train"]
+COMMANDS = ["run", "list", "sweep", "results", "plot", "report", "train", "validate", "orders"]
 
 
 class _Parser(argparse.ArgumentParser):

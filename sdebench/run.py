@@ -21,6 +21,7 @@ from .metrics import gaussian as gx
 from .metrics import samples as sm
 from .model import Model
 from .noise import NoiseSource
+from .perturb import check_score_error, perturb_model
 from .schedules import make_grid
 from .sde import get_sde
 
@@ -35,11 +36,17 @@ METRICS = {
     "w2": "exact W2 between the 1-D samples and the target (quantile function)",
     "sliced_w2": "sliced W2, exact 1-D projections of the target, 32 fixed directions",
     "emd_w2": "W2 between the samples and an independent target sample (POT, n <= 10,000)",
+    "kl": "KL(q || p): exact change-of-variables density for ODE solvers (d <= 64), binned KDE for SDE (d <= 2)",
+    "tv": "TV(q, p): exact change-of-variables density for ODE solvers (d <= 64), binned KDE for SDE (d <= 2)",
+    "mmd": "MMD, Gaussian kernel, closed-form kernel mean against the mixture (unbiased, any d)",
+    "sinkhorn": "debiased Sinkhorn divergence vs an independent target sample (POT, n <= 10,000)",
+    "mode_mass": "max over modes of |sampled mass - weight| (responsibilities; mixtures with K >= 2)",
     "fd": "image problems: Frechet distance in a small classifier's features vs the held-out split",
     "path_err": "image problems, ODE solvers: RMS per pixel vs a dopri5 (rtol 1e-6) solve from the same x_T",
     "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default grids/)",
 }
-DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2")
+DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
+                   "mode_mass")
 KEY_COLUMNS = ("problem", "sde", "solver", "schedule", "nfe", "steps", "seed", "n_samples", "t_end", "init",
                "dtype", "device")
 
@@ -62,6 +69,7 @@ class CellConfig:
     metrics: tuple = DEFAULT_METRICS
     crn_steps: int | None = None  # steps of the common-random-numbers base grid (None: own grid)
     reference: str = "t_end"  # judge against p_{t_end} (discretization error) or "data" (p_0)
+    score_error: float = 0.0  # relative L2 size of the injected score error (sdebench.perturb)
 
     def key(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "metrics"}
@@ -102,6 +110,7 @@ def prepare(cfg: CellConfig):
     if cfg.init not in ("exact", "prior"):
         raise ConfigError(f"init must be 'exact' or 'prior', got {cfg.init!r}")
     _dtype(cfg.dtype)
+    check_score_error(cfg.score_error)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available")
     t_end = sde.t_end_default if cfg.t_end is None else cfg.t_end
@@ -163,6 +172,48 @@ def sample_metrics(problem, x: torch.Tensor, metrics, seed: int) -> dict:
     return row
 
 
+def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x_T, x0) -> dict:
+    """kl, tv (density or KDE), mmd, sinkhorn, mode_mass: each with its null (sdebench.metrics.*)."""
+    from .metrics import density as dn
+    from .metrics import stochastic as st
+
+    out: dict = {}
+    wanted = set(cfg.metrics)
+    if wanted & {"kl", "tv"}:
+        deterministic = spec.kind == "ode" and not float(options.get("eta", 0.0) or 0.0) > 0
+        if deterministic and problem.d <= dn.MAX_DIM:
+            model = perturb_model(Model(sde, **problem.model_functions(sde)), problem, sde, cfg.score_error)
+            logp0 = dn.init_log_prob(problem, sde, cfg.init, x_T)
+            out.update(dn.density_metrics(spec, model, x_T.to(torch.float64).cpu(), grid, sde, logp0, target,
+                                          nfe=cfg.nfe, options=options))
+        elif problem.d <= 2:
+            null_x = _target_sample(target, x0.shape[0], cfg.seed, stream=1)
+            a, b = st.kde_tv_kl(x0, target), st.kde_tv_kl(null_x, target)
+            out.update(kl=a["kde_kl"], kl_null=b["kde_kl"], tv=a["kde_tv"], tv_null=b["kde_tv"])
+        out = {k: v for k, v in out.items() if k.split("_")[0] in wanted}
+    if "mmd" in wanted or "mode_mass" in wanted or "sinkhorn" in wanted:
+        null_x = _target_sample(target, x0.shape[0], cfg.seed, stream=1)
+        if "mmd" in wanted:
+            a, b = st.mmd(x0, target), st.mmd(null_x, target)
+            out.update(mmd=a["mmd"], mmd_se=a["mmd_se"], mmd_null=math.sqrt(abs(b["mmd2"])))
+        if "mode_mass" in wanted and target.K >= 2:
+            a, b = st.mode_mass_error(x0, target), st.mode_mass_error(null_x, target)
+            out.update(mode_mass=a["mode_mass"], mode_mass_se=a["mode_mass_se"], mode_mass_null=b["mode_mass"])
+        if "sinkhorn" in wanted and x0.shape[0] <= 10_000:
+            ref = _target_sample(target, x0.shape[0], cfg.seed, stream=2)
+            reg = st.sinkhorn_reg(target)
+            out.update(sinkhorn=st.sinkhorn(x0, ref, reg), sinkhorn_null=st.sinkhorn(null_x, ref, reg))
+    return out
+
+
+def floor_flags(row: dict) -> dict:
+    """<metric>_at_floor = value below 3x its Monte Carlo null (sdebench.stats.at_floor)."""
+    from .stats import at_floor
+
+    return {f"{m}_at_floor": bool(at_floor(row[m], row[f"{m}_null"])) for m in METRICS
+            if m in row and f"{m}_null" in row}
+
+
 def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nfe) -> dict:
     """w2/kl/tv of the solver's exact output law against ``target`` (Gaussian targets, fixed-grid solvers)."""
     if not problem.is_gaussian or spec.adaptive:
@@ -174,7 +225,7 @@ def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nf
     base = make_grid(sde, cfg.crn_steps, grid[-1].item(), cfg.schedule) if cfg.crn_steps else None
 
     def make_model():
-        return Model(sde, **problem.model_functions(sde))
+        return perturb_model(Model(sde, **problem.model_functions(sde)), problem, sde, cfg.score_error)
 
     mean, cov = output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=nfe, options=options, base_grid=base)
     mu, S = target.means[0], target.covs[0]
@@ -228,7 +279,7 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
     row.update(T=sde.T, t_end=t_end, steps=steps, kind=spec.kind)
     dtype, device = _dtype(cfg.dtype), torch.device(cfg.device)
     try:
-        model = Model(sde, **problem.model_functions(sde))
+        model = perturb_model(Model(sde, **problem.model_functions(sde)), problem, sde, cfg.score_error)
         noise = NoiseSource(cfg.seed, cfg.n_samples, (problem.d,), dtype=dtype, device=device)
         if cfg.crn_steps:
             noise.base_grid = make_grid(sde, cfg.crn_steps, t_end, cfg.schedule)
@@ -253,6 +304,8 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
         row.update(sample_metrics(target, x0, cfg.metrics, cfg.seed))
         with torch.no_grad():
             row.update(exact_metrics(problem, target, sde, spec, grid, cfg, options, cfg.nfe))
+        row.update(honest_metrics(problem, target, sde, spec, grid, cfg, options, x_T, x0))
+        row.update(floor_flags(row))
         row.update(status="ok", error="")
     except ConfigError:
         raise

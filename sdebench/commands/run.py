@@ -69,6 +69,8 @@ def add_parser(sub):
     p.add_argument("--samples", default="2000", help="samples per cell (default 2000)")
     p.add_argument("--metrics", default=None, help="comma-separated metrics (default: all that apply)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="solver option, e.g. -o eta=0.5")
+    p.add_argument("--score-error", default="0", metavar="EPS",
+                   help="perturb the exact score by a shift of relative L2 size EPS under p_t (default 0)")
     p.add_argument("--no-crn", action="store_true", help="independent noise per NFE (default: common random numbers)")
     p.add_argument("--out", default=None, help="write rows to this .parquet or .csv file")
     return p
@@ -90,6 +92,9 @@ def build_cells(args) -> list:
     T = None if args.T is None else positive_float(args.T, "--T")
     metrics = DEFAULT_METRICS if not args.metrics else tuple(m.strip() for m in args.metrics.split(","))
     options = parse_options(args.option)
+    from sdebench.perturb import check_score_error
+
+    score_error = check_score_error(getattr(args, "score_error", 0.0))
     cells = []
     for solver in [s.strip() for s in args.solver.split(",")]:
         for problem in [s.strip() for s in args.problem.split(",")]:
@@ -102,7 +107,7 @@ def build_cells(args) -> list:
                                             n_samples=samples, schedule=args.schedule, t_end=t_end, T=T,
                                             init=args.init, dtype=args.dtype, device=args.device,
                                             solver_options=options, metrics=metrics, crn_steps=crn,
-                                            reference=args.reference))
+                                            reference=args.reference, score_error=score_error))
     return cells
 
 
