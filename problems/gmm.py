@@ -169,6 +169,7 @@ class GaussianMixture:
             "x0": lambda x, t: self.x0(x, t, sde),
             "eps": lambda x, t: self.eps(x, t, sde),
             "score": lambda x, t: self.score(x, t, sde),
+            "consistency": _oracle_consistency(self, sde),
         }
 
     # ---- marginals -----------------------------------------------------------------------------
@@ -229,3 +230,13 @@ class _Identity(ForwardSDE):
 
     def sigma2(self, t):
         return torch.zeros_like(torch.as_tensor(t, dtype=torch.float64))
+
+
+def _oracle_consistency(problem, sde):
+    """Exact (K = 1) or dopri5 (mixtures) consistency function, built on first call (problems/consistency.py)."""
+    def f(x, t, t_end):
+        from .consistency import oracle_consistency
+
+        return oracle_consistency(problem, sde)(x, t, t_end)
+
+    return f

@@ -232,8 +232,7 @@ class ImageProblem:
     is_gaussian = False
     is_image = True
 
-    def __init__(self, data: ImageData, net, config: dict, consistency=None, name: str | None = None,
-                 classifier=None):
+    def __init__(self, data: ImageData, net, config: dict, name: str | None = None, classifier=None):
         self.data = data
         self.net = net
         self.config = config
@@ -242,17 +241,11 @@ class ImageProblem:
         self.d = data.d
         self.description = (f"{data.name} {'x'.join(map(str, self.shape))} images, trained U-Net "
                             f"({config.get('params', '?')} params, held-out loss {config.get('heldout_loss', '?')})")
-        self.consistency_net = consistency
         self.classifier = classifier
         self._ref_cache: dict = {}
 
     def model_functions(self, sde) -> dict:
-        out = {"eps": eps_network(self.net, sde, self.shape)}
-        if self.consistency_net is not None:
-            from .consistency import network_consistency_function
-
-            out["consistency"] = network_consistency_function(self.consistency_net, sde, self.shape)
-        return out
+        return {"eps": eps_network(self.net, sde, self.shape)}
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu"):
         """n held-out images drawn with replacement, flattened."""
@@ -282,8 +275,7 @@ class ImageProblem:
 _PROBLEM_CACHE: dict = {}
 
 
-def image_problem(name: str, model_file: str, classifier_file: str | None = None,
-                  consistency_file: str | None = None) -> ImageProblem:
+def image_problem(name: str, model_file: str, classifier_file: str | None = None) -> ImageProblem:
     """Build (once per process) the image problem for a committed checkpoint in problems/data/."""
     if name in _PROBLEM_CACHE:
         return _PROBLEM_CACHE[name]
@@ -294,22 +286,18 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
         raise ConfigError(f"problem {name!r} needs the trained model {path}; train it with `sdebench train`")
     net, config = load_checkpoint(path)
     data = load_data(config["data"])
-    cons = None
-    if consistency_file and (DATA_DIR / consistency_file).is_file():
-        cons, _ = load_checkpoint(DATA_DIR / consistency_file)
     clf = None
     if classifier_file and (DATA_DIR / classifier_file).is_file():
         from sdebench.metrics.images import load_classifier
 
         clf = load_classifier(DATA_DIR / classifier_file)
-    prob = ImageProblem(data, net, config, consistency=cons, name=name, classifier=clf)
+    prob = ImageProblem(data, net, config, name=name, classifier=clf)
     _PROBLEM_CACHE[name] = prob
     return prob
 
 
 def digits_problem() -> ImageProblem:
-    return image_problem("digits", "digits_unet.safetensors", "digits_classifier.safetensors",
-                         "digits_consistency.safetensors")
+    return image_problem("digits", "digits_unet.safetensors", "digits_classifier.safetensors")
 
 
 def make_grid_png(x: torch.Tensor, shape, path, ncol: int | None = None, scale: int | None = None) -> str:

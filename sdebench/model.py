@@ -66,8 +66,10 @@ class Model:
         eps: Fn | None = None,
         score: Fn | None = None,
         cost: int = 1,
+        consistency: Callable | None = None,
     ):
         self.sde = sde
+        self.consistency_fn = consistency  # f(x, t, t_end): consistency function (solvers/consistency.py)
         self.native: dict[str, Fn] = {k: v for k, v in (("x0", x0), ("eps", eps), ("score", score)) if v}
         if not self.native:
             raise ValueError("Model needs at least one of x0, eps, score")
@@ -97,6 +99,15 @@ class Model:
     def score(self, x: torch.Tensor, t) -> torch.Tensor:
         """Score grad_x log p_t(x)."""
         return self._eval("score", x, t)
+
+    def consistency(self, x: torch.Tensor, t, t_end) -> torch.Tensor:
+        """Consistency function f(x, t): the probability-flow ODE solution at t_end from (x, t); 1 NFE."""
+        if self.consistency_fn is None:
+            from .errors import ConfigError
+
+            raise ConfigError("this problem's model has no consistency function (consistency solvers need one)")
+        self.nfe += self.cost
+        return self.consistency_fn(x, t, t_end)
 
     def predict(self, kind: str, x: torch.Tensor, t) -> torch.Tensor:
         if kind not in PARAMETRIZATIONS:

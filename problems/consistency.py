@@ -1,0 +1,169 @@
+"""Consistency functions: the oracle (exact / high-accuracy ODE) and consistency distillation into an MLP.
+
+The consistency function of the probability-flow ODE maps (x, t) to the ODE solution at t_end started
+from x at time t (Song et al. 2023). Sources here:
+
+- ``gaussian_consistency``: exact for a Gaussian target (THEORY.md section 4). With S = U diag(lam) U^T,
+  v_t = alpha_t^2 lam + sigma_t^2 per eigen-direction:
+  f(x, t) = alpha_e mu + U diag(sqrt(v_e / v_t)) U^T (x - alpha_t mu).
+- ``ode_consistency``: any target with an exact score: dopri5 on the probability-flow ODE in float64
+  (rtol = atol = 1e-9 by default) from t to t_end.
+- ``oracle_consistency(problem, sde)``: the first for single Gaussians, the second for mixtures.
+- ``ConsistencyMLP`` + ``distill``: consistency distillation (Song et al. 2023, Alg. 2) from a teacher
+  ODE solver of the registry (``euler`` order 1, ``heun`` order 2, ...) run with the exact score on an
+  N-interval log-SNR grid; the student is f = alpha_e (c_skip x / alpha_t + c_out F(c_in x / alpha_t,
+  lambda_t)) with c_skip(t_end) = 1, c_out(t_end) = 0, so f(x, t_end) = x exactly; target network
+  is an EMA of the student (mu = 0.95). Theorem 1 of Song et al.: a student that matches its teacher
+  exactly has one-step error O(dt^p) for a teacher of order p.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from sdebench.errors import ConfigError
+
+__all__ = ["gaussian_consistency", "ode_consistency", "oracle_consistency", "ConsistencyMLP", "distill",
+           "mlp_consistency_function"]
+
+
+def _ae(sde, t) -> tuple[float, float]:
+    t64 = torch.as_tensor(float(t), dtype=torch.float64)
+    return float(sde.alpha(t64)), float(sde.sigma2(t64))
+
+
+def gaussian_consistency(problem, sde, x: torch.Tensor, t, t_end) -> torch.Tensor:
+    """Exact consistency function of a single-Gaussian target (affine in x)."""
+    if problem.K != 1:
+        raise ConfigError(f"gaussian_consistency needs a single Gaussian, {problem.name!r} has K={problem.K}")
+    a_t, s2_t = _ae(sde, t)
+    a_e, s2_e = _ae(sde, t_end)
+    lam = problem.eigvals[0].to(torch.float64)
+    ratio = torch.sqrt((a_e**2 * lam + s2_e) / (a_t**2 * lam + s2_t))
+    U = problem.U[0].to(torch.float64)
+    mu = problem.means[0].to(torch.float64)
+    y = (x.to(torch.float64) - a_t * mu) @ U
+    out = a_e * mu + (y * ratio) @ U.T
+    return out.to(dtype=x.dtype, device=x.device)
+
+
+def ode_consistency(problem, sde, x: torch.Tensor, t, t_end, rtol: float = 1e-9) -> torch.Tensor:
+    """Probability-flow ODE from (x, t) to t_end with the exact score, dopri5, float64."""
+    from torchdiffeq import odeint
+
+    if float(t) <= float(t_end):
+        return x
+
+    def velocity(s, y):
+        s64 = s.detach().to(torch.float64).cpu().clamp(min=float(t_end))  # dopri5's first-step probe
+        return float(sde.f(s64)) * y - 0.5 * float(sde.g2(s64)) * problem.score(y, s64, sde)
+
+    ts = torch.tensor([float(t), float(t_end)], dtype=torch.float64)
+    y = odeint(velocity, x.to(torch.float64).cpu(), ts, rtol=rtol, atol=rtol, method="dopri5")[-1]
+    return y.to(dtype=x.dtype, device=x.device)
+
+
+def oracle_consistency(problem, sde):
+    """f(x, t, t_end) for a GaussianMixture: exact affine map for K = 1, a dopri5 solve otherwise."""
+    if problem.K == 1:
+        return lambda x, t, t_end: gaussian_consistency(problem, sde, x, t, t_end)
+    return lambda x, t, t_end: ode_consistency(problem, sde, x, t, t_end)
+
+
+# ---- a learned consistency function ---------------------------------------------------------------
+class ConsistencyMLP(nn.Module):
+    """f(x, t) = alpha_e (c_skip(s) x / alpha_t + c_out(s) F([c_in x / alpha_t, feats(lambda_t)])),
+    s = sigma_t / alpha_t."""
+
+    def __init__(self, d: int, sde, t_end: float, data_std: float, hidden: int = 128, depth: int = 3):
+        super().__init__()
+        self.d, self.sde, self.t_end, self.sd = d, sde, float(t_end), float(data_std)
+        layers, w = [], d + 16
+        for _ in range(depth):
+            layers += [nn.Linear(w, hidden), nn.SiLU()]
+            w = hidden
+        layers.append(nn.Linear(w, d))
+        self.F = nn.Sequential(*layers)
+        self.a_e = _ae(sde, t_end)[0]
+        self.s_e = math.sqrt(_ae(sde, t_end)[1]) / self.a_e
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        t64 = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        a = torch.exp(self.sde.log_alpha(t64))
+        s = torch.sqrt(self.sde.sigma2(t64)) / a
+        lam = self.sde.lambda_(t64)
+        sd = self.sd
+        c_skip = sd**2 / ((s - self.s_e) ** 2 + sd**2)
+        c_out = sd * (s - self.s_e) / torch.sqrt(sd**2 + s**2)
+        c_in = 1 / torch.sqrt(sd**2 + s**2)
+        cast = {"dtype": x.dtype, "device": x.device}
+        n = x.shape[0]
+        col = [v.to(**cast).expand(n)[:, None] if v.numel() == 1 else v.to(**cast)[:, None]
+               for v in (a, c_skip, c_out, c_in, lam)]
+        a, c_skip, c_out, c_in, lam = col
+        freqs = torch.exp(torch.arange(8, **cast) * math.log(2.0)) / 16
+        feats = torch.cat([torch.sin(lam * freqs), torch.cos(lam * freqs)], 1)
+        xs = x / a
+        return self.a_e * (c_skip * xs + c_out * self.F(torch.cat([c_in * xs, feats], 1)))
+
+
+def distill(problem, sde, teacher: str = "heun", N: int = 18, iters: int = 2000, batch: int = 512,
+            lr: float = 1e-3, mu: float = 0.95, seed: int = 0, t_end: float | None = None,
+            hidden: int = 128, log_every: int = 0) -> ConsistencyMLP:
+    """Consistency distillation of ``problem`` (exact score) with teacher solver ``teacher`` on N intervals."""
+    from sdebench.model import Model
+    from sdebench.schedules import make_grid
+    from sdebench.solvers import get_solver
+
+    spec = get_solver(teacher)
+    if spec.kind != "ode":
+        raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is {spec.kind}")
+    if N < 1 or iters < 1:
+        raise ConfigError(f"need N >= 1 and iters >= 1, got N={N}, iters={iters}")
+    t_end = sde.t_end_default if t_end is None else float(t_end)
+    grid = make_grid(sde, N, t_end, "logsnr")  # T -> t_end
+    _, cov = problem.moments()
+    sd = math.sqrt(float(torch.diagonal(cov).mean()))
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = ConsistencyMLP(problem.d, sde, t_end, sd, hidden=hidden).double()
+    target = copy.deepcopy(student).requires_grad_(False)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    model = Model(sde, **{k: v for k, v in problem.model_functions(sde).items() if k != "consistency"})
+    for it in range(iters):
+        i = int(torch.randint(N, (1,), generator=g))
+        t_hi, t_lo = grid[i], grid[i + 1]
+        x0 = problem.sample(batch, generator=g)
+        a, s2 = _ae(sde, t_hi)
+        x_hi = a * x0 + math.sqrt(s2) * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            x_lo = spec.fn(model, x_hi, grid[i:i + 2], sde, None)
+            y = target(x_lo, t_lo)
+        loss = ((student(x_hi, t_hi) - y) ** 2).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pt, ps in zip(target.parameters(), student.parameters()):
+                pt.mul_(mu).add_(ps, alpha=1 - mu)
+        if log_every and (it + 1) % log_every == 0:
+            print(f"distill {teacher} N={N}: iter {it + 1}, loss {float(loss):.4g}")
+    student.teacher, student.N, student.nfe_teacher = teacher, N, model.nfe
+    return student.eval()
+
+
+def mlp_consistency_function(net: ConsistencyMLP):
+    """f(x, t, t_end) for a distilled MLP; t_end must be the one it was distilled for."""
+    def f(x, t, t_end):
+        if abs(float(t_end) - net.t_end) > 1e-12 * max(1.0, net.t_end):
+            raise ConfigError(f"this consistency model maps to t_end={net.t_end:g}, not {float(t_end):g}")
+        with torch.no_grad():
+            return net(x.to(torch.float64), t).to(x.dtype)
+
+    return f
+
