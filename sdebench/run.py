@@ -17,11 +17,13 @@ import torch
 from . import __version__
 from .errors import ConfigError
 from .exact import output_gaussian
+from .guidance import check_guidance, guided_metrics, guided_model
 from .metrics import gaussian as gx
 from .metrics import samples as sm
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
+from .problems.labelled import labelled
 from .schedules import make_grid
 from .sde import get_sde
 
@@ -42,7 +44,9 @@ METRICS = {
     "sinkhorn": "debiased Sinkhorn divergence vs an independent target sample (POT, n <= 10,000)",
     "mode_mass": "max over modes of |sampled mass - weight| (responsibilities; mixtures with K >= 2)",
     "fd": "image problems: Frechet distance in a small classifier's features vs the held-out split",
-    "path_err": "image problems, ODE solvers: RMS per pixel vs a dopri5 (rtol 1e-6) solve from the same x_T",
+    "path_err": "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol 1e-7; "
+                "guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10)",
+    "class_mass": "guided cells: fraction of samples the exact classifier puts in the target class (+ null)",
     "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default grids/)",
 }
 DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
@@ -70,6 +74,11 @@ class CellConfig:
     crn_steps: int | None = None  # steps of the common-random-numbers base grid (None: own grid)
     reference: str = "t_end"  # judge against p_{t_end} (discretization error) or "data" (p_0)
     score_error: float = 0.0  # relative L2 size of the injected score error (sdebench.perturb)
+    guidance: str = "none"  # 'none' | 'classifier' | 'cfg' (sdebench.guidance)
+    scale: float = 0.0  # guidance scale w >= 0
+    class_label: int | None = None  # target class of guided sampling
+    cfg_param: str = "eps"  # CFG combination in 'eps' or 'x0'
+    cfg_batched: bool = False  # CFG cond+uncond in one batched call (cost 1) or two calls (cost 2)
 
     def key(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "metrics"}
@@ -111,6 +120,9 @@ def prepare(cfg: CellConfig):
         raise ConfigError(f"init must be 'exact' or 'prior', got {cfg.init!r}")
     _dtype(cfg.dtype)
     check_score_error(cfg.score_error)
+    check_guidance(problem, cfg.guidance, cfg.scale, cfg.class_label, cfg.cfg_param)
+    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise ConfigError(f"unknown device {cfg.device!r}; valid: cpu, cuda, cuda:N")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available")
     t_end = sde.t_end_default if cfg.t_end is None else cfg.t_end
@@ -122,8 +134,19 @@ def prepare(cfg: CellConfig):
     return problem, sde, spec, steps, grid, options, t_end
 
 
+def _model(problem, sde, cfg: CellConfig) -> Model:
+    """The counted model of a cell: the target's closed forms, guided if asked, perturbed if asked."""
+    base = guided_model(problem, sde, cfg.guidance, cfg.scale, cfg.class_label, cfg.cfg_param, cfg.cfg_batched)
+    return perturb_model(base, problem, sde, cfg.score_error)
+
+
+def _cond(problem, cfg: CellConfig):
+    """Law a cell starts from (at T) and is judged against: p(x | c) for guided cells, else the target."""
+    return problem if cfg.guidance == "none" else labelled(problem).class_mixture(cfg.class_label)
+
+
 def _initial(problem, sde, cfg: CellConfig, noise: NoiseSource, dtype, device):
-    n, d = cfg.n_samples, problem.d
+    n = cfg.n_samples
     if cfg.init == "prior":
         return (sde.prior_std() * noise.standard_normal(("init-prior",))).to(dtype)
     u = 0.5 * torch.special.erfc(-noise.standard_normal(("init-u",))[:, 0].double().cpu() / math.sqrt(2))
@@ -182,8 +205,8 @@ def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x
     if wanted & {"kl", "tv"}:
         deterministic = spec.kind == "ode" and not float(options.get("eta", 0.0) or 0.0) > 0
         if deterministic and problem.d <= dn.MAX_DIM:
-            model = perturb_model(Model(sde, **problem.model_functions(sde)), problem, sde, cfg.score_error)
-            logp0 = dn.init_log_prob(problem, sde, cfg.init, x_T)
+            model = _model(problem, sde, cfg)
+            logp0 = dn.init_log_prob(_cond(problem, cfg), sde, cfg.init, x_T)
             out.update(dn.density_metrics(spec, model, x_T.to(torch.float64).cpu(), grid, sde, logp0, target,
                                           nfe=cfg.nfe, options=options))
         elif problem.d <= 2:
@@ -216,7 +239,7 @@ def floor_flags(row: dict) -> dict:
 
 def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nfe) -> dict:
     """w2/kl/tv of the solver's exact output law against ``target`` (Gaussian targets, fixed-grid solvers)."""
-    if not problem.is_gaussian or spec.adaptive:
+    if not problem.is_gaussian or spec.adaptive or cfg.guidance != "none":
         return {}
     wanted = [m for m in ("w2_exact", "kl_exact", "tv_exact") if m in cfg.metrics]
     if not wanted:
@@ -225,7 +248,7 @@ def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nf
     base = make_grid(sde, cfg.crn_steps, grid[-1].item(), cfg.schedule) if cfg.crn_steps else None
 
     def make_model():
-        return perturb_model(Model(sde, **problem.model_functions(sde)), problem, sde, cfg.score_error)
+        return _model(problem, sde, cfg)
 
     mean, cov = output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=nfe, options=options, base_grid=base)
     mu, S = target.means[0], target.covs[0]
@@ -279,11 +302,11 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
     row.update(T=sde.T, t_end=t_end, steps=steps, kind=spec.kind)
     dtype, device = _dtype(cfg.dtype), torch.device(cfg.device)
     try:
-        model = perturb_model(Model(sde, **problem.model_functions(sde)), problem, sde, cfg.score_error)
+        model = _model(problem, sde, cfg)
         noise = NoiseSource(cfg.seed, cfg.n_samples, (problem.d,), dtype=dtype, device=device)
         if cfg.crn_steps:
             noise.base_grid = make_grid(sde, cfg.crn_steps, t_end, cfg.schedule)
-        x_T = _initial(problem, sde, cfg, noise, dtype, device)
+        x_T = _initial(_cond(problem, cfg), sde, cfg, noise, dtype, device)
         t0 = time.perf_counter()
         with torch.no_grad():
             x0 = spec.sample(model, x_T, grid, sde, noise, nfe=cfg.nfe, **options)
@@ -300,11 +323,14 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
                 row.update(problem.metrics(x0, x_T, sde, t_end, spec.kind, cfg))
             row.update(status="ok", error="")
             return row
-        target = problem.marginal(t_end, sde) if cfg.reference == "t_end" else problem
+        cond = _cond(problem, cfg)
+        target = cond.marginal(t_end, sde) if cfg.reference == "t_end" else cond
         row.update(sample_metrics(target, x0, cfg.metrics, cfg.seed))
         with torch.no_grad():
             row.update(exact_metrics(problem, target, sde, spec, grid, cfg, options, cfg.nfe))
         row.update(honest_metrics(problem, target, sde, spec, grid, cfg, options, x_T, x0))
+        if cfg.guidance != "none":
+            row.update(guided_metrics(problem, sde, cfg, spec, options, x_T, x0, t_end, model.nfe))
         row.update(floor_flags(row))
         row.update(status="ok", error="")
     except ConfigError:

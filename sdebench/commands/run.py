@@ -59,6 +59,21 @@ def add_common_cell_args(p):
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
+def guidance_fields(args) -> dict:
+    """CellConfig guidance fields from --guidance/--scale/--class/--cfg-param/--cfg-batched."""
+    from sdebench.guidance import _scale
+
+    label = getattr(args, "class_label", None)
+    if label is not None:
+        try:
+            label = int(label)
+        except ValueError:
+            raise ConfigError(f"--class must be an integer class label, got {label!r}") from None
+    return {"guidance": getattr(args, "guidance", "none"), "scale": _scale(getattr(args, "scale", 0.0)),
+            "class_label": label, "cfg_param": getattr(args, "cfg_param", "eps"),
+            "cfg_batched": bool(getattr(args, "cfg_batched", False))}
+
+
 def add_parser(sub):
     p = sub.add_parser("run", help="run a solver over NFE budgets and seeds; print and save the table",
                        description="Run one solver on one problem over NFE budgets and seeds.")
@@ -71,6 +86,12 @@ def add_parser(sub):
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="solver option, e.g. -o eta=0.5")
     p.add_argument("--score-error", default="0", metavar="EPS",
                    help="perturb the exact score by a shift of relative L2 size EPS under p_t (default 0)")
+    p.add_argument("--guidance", default="none", help="none (default), classifier or cfg (labelled targets)")
+    p.add_argument("--scale", default="0", help="guidance scale w >= 0 (default 0)")
+    p.add_argument("--class", dest="class_label", default=None, help="target class of guided sampling")
+    p.add_argument("--cfg-param", default="eps", help="CFG combination in eps (default) or x0")
+    p.add_argument("--cfg-batched", action="store_true",
+                   help="count a CFG call as 1 NFE (cond+uncond batched) instead of 2")
     p.add_argument("--no-crn", action="store_true", help="independent noise per NFE (default: common random numbers)")
     p.add_argument("--out", default=None, help="write rows to this .parquet or .csv file")
     return p
@@ -95,6 +116,7 @@ def build_cells(args) -> list:
     from sdebench.perturb import check_score_error
 
     score_error = check_score_error(getattr(args, "score_error", 0.0))
+    guided = guidance_fields(args)
     cells = []
     for solver in [s.strip() for s in args.solver.split(",")]:
         for problem in [s.strip() for s in args.problem.split(",")]:
@@ -107,7 +129,7 @@ def build_cells(args) -> list:
                                             n_samples=samples, schedule=args.schedule, t_end=t_end, T=T,
                                             init=args.init, dtype=args.dtype, device=args.device,
                                             solver_options=options, metrics=metrics, crn_steps=crn,
-                                            reference=args.reference, score_error=score_error))
+                                            reference=args.reference, score_error=score_error, **guided))
     return cells
 
 
