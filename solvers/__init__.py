@@ -13,7 +13,8 @@ from .base import SOLVERS, SolverSpec, get_solver, register
 __all__ = ["SOLVERS", "SolverSpec", "get_solver", "register", "MODULES"]
 
 # one module per family; each registers its solvers on import
-MODULES = ["reverse_sde", "ode", "dpm_solver", "srk", "consistency", "backends", "unipc", "ipndm", "langevin", "edm_sde"]
+MODULES = ["reverse_sde", "ode", "dpm_solver", "srk", "consistency", "backends", "unipc", "ipndm", "langevin",
+           "edm_sde"]
 
 _loaded = False
 
