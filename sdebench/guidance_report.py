@@ -145,14 +145,15 @@ def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
         lines.append("")
     if "class_mass" in ok:
         lines.append("**Mass in the target class** (exact classifier at t_end; null on exact p(x | c) samples: "
-                     f"{_fmt(ok['class_mass_null'].iloc[0])}), NFE {int(ok['model_calls'].min())}")
+                     f"{_fmt(ok['class_mass_null'].iloc[0])})")
         lines.append("")
-        sub = ok[ok["model_calls"] == ok["model_calls"].min()]
-        lines.append("| solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")
-        lines.append("|---|" + "---|" * len(scales))
-        for s in dict.fromkeys(sub["solver"]):
-            r = sub[sub["solver"] == s].set_index("scale")["class_mass"]
-            lines.append(f"| {s} | " + " | ".join(_fmt(r.get(w, float('nan'))) for w in scales) + " |")
+        lines.append("| NFE | solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")
+        lines.append("|---|---|" + "---|" * len(scales))
+        for nfe in sorted(ok["model_calls"].unique()):
+            sub = ok[ok["model_calls"] == nfe]
+            for s in dict.fromkeys(sub["solver"]):
+                r = sub[sub["solver"] == s].set_index("scale")["class_mass"]
+                lines.append(f"| {nfe} | {s} | " + " | ".join(_fmt(r.get(w, float('nan'))) for w in scales) + " |")
         lines.append("")
     w0 = ok[ok["scale"] == 0]
     cols = [c for c in ("sliced_w2", "emd_w2", "kl", "tv", "mmd", "mode_mass") if c in w0 and w0[c].notna().any()]
