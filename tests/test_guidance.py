@@ -24,7 +24,7 @@ def _x(prob, sde, t, n=12, seed=0):
 
 # ---- labelled mixtures: closed forms against independent computations ----------------------------------
 @pytest.mark.parametrize("pname", LABELLED)
-@pytest.mark.parametrize("sname", ["vp", "subvp", "ve", "edm", "cou"])
+@pytest.mark.parametrize("sname", ["vp", "subvp", "ve", "edm", "ou", "cvp", "cou"])
 def test_classifier_grad_is_autograd_of_log_posterior(pname, sname):
     prob, sde = get_problem(pname), get_sde(sname)
     lab = labelled(prob)
