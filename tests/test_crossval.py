@@ -85,3 +85,61 @@ def test_rk4_and_dopri5_agree_with_exact_flow():
 def test_dopri5_options_checked():
     with pytest.raises(ConfigError, match="rtol"):
         run("dopri5", rtol=-1.0)
+
+
+# ---- diffusers (test-only dependency) ---------------------------------------------------------------
+def _vp_setup(steps, n=32, problem="gmm1d"):
+    prob, s = get_problem(problem), get_sde("vp")
+    grid = make_grid(s, steps, s.t_end_default, "logsnr")
+    x = prob.sample_t(n, s.T, s, generator=torch.Generator().manual_seed(0))
+    model = Model(s, **prob.model_functions(s))
+    return prob, s, grid, x, model
+
+
+def test_dpm_solver_pp2m_equals_diffusers():
+    """diffusers' DPMSolverMultistepScheduler (dpmsolver++, midpoint, order 2) driven by the analytic
+    GMM denoiser. Conventions aligned: diffusers' sigma is sigma_t/alpha_t of a VP process (its
+    alpha_t = 1/sqrt(sigma^2 + 1)), so its sigma array is overwritten with sigma_t/alpha_t on our
+    logSNR grid, the final sigma is sigma(t_end)/alpha(t_end) (not 0), the model output is the x0
+    prediction (prediction_type='sample'), lower_order_final=False (diffusers' default lowers the last
+    step for < 15 steps; ours records it as an option). diffusers casts the sample to float32 inside
+    step(), so agreement is at float32 rounding (measured max 7.0e-7 at 20 steps)."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (test extra)")
+    for steps in (6, 20):
+        prob, s, grid, x, model = _vp_setup(steps)
+        ours = get_solver("dpm-solver++2m")(model, x.clone(), grid, s, None)
+        sch = diffusers.DPMSolverMultistepScheduler(solver_order=2, algorithm_type="dpmsolver++",
+                                                    solver_type="midpoint", prediction_type="sample",
+                                                    lower_order_final=False, final_sigmas_type="sigma_min")
+        sch.set_timesteps(steps)
+        sbar = s.sigma(grid) / s.alpha(grid)
+        sch.sigmas = sbar.to(torch.float64)
+        y = x.clone()
+        for i, ts in enumerate(sch.timesteps):
+            x0 = prob.x0(y, grid[i], s)
+            y = sch.step(x0, ts, y).prev_sample
+        assert (y.double() - ours).abs().max() < 1e-6, (y.double() - ours).abs().max()
+
+
+def test_ddim_equals_diffusers():
+    """diffusers' DDIMScheduler (eta = 0) with its alphas_cumprod table overwritten by alpha_t^2 of our grid:
+    timestep (N-1-i) r <-> grid[i], final_alpha_cumprod <-> t_end, prediction_type='sample'."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (test extra)")
+    steps = 10
+    prob, s, grid, x, model = _vp_setup(steps)
+    ours = get_solver("ddim")(model, x.clone(), grid, s, None)
+    sch = diffusers.DDIMScheduler(prediction_type="sample", clip_sample=False, set_alpha_to_one=False,
+                                  timestep_spacing="leading", steps_offset=0)
+    sch.set_timesteps(steps)
+    r = sch.config.num_train_timesteps // steps
+    ac = sch.alphas_cumprod.to(torch.float64).clone()
+    a2 = s.alpha(grid) ** 2
+    for i in range(steps):
+        ac[(steps - 1 - i) * r] = a2[i]
+    sch.alphas_cumprod = ac
+    sch.final_alpha_cumprod = a2[-1]
+    assert [int(t) for t in sch.timesteps] == [(steps - 1 - i) * r for i in range(steps)]
+    y = x.clone()
+    for i, ts in enumerate(sch.timesteps):
+        y = sch.step(prob.x0(y, grid[i], s), ts, y, eta=0.0).prev_sample
+    assert (y.double() - ours).abs().max() < 1e-6, (y.double() - ours).abs().max()
