@@ -97,29 +97,36 @@ def solver_orders(names) -> dict:
 
 
 def _slope_lines(ax, sub: pd.DataFrame, metric: str):
+    """Reference segments NFE^-p over the last two octaves of NFE, fanning out from one point below the
+    lowest curve (so the slopes are compared, not the levels)."""
     orders = solver_orders(sub["solver"].unique())
     if not orders or sub.empty:
         return
     scale = 2.0 if metric.startswith("kl") else 1.0
-    nmin, nmax = sub["nfe"].min(), sub["nfe"].max()
+    nmax = float(sub["nfe"].max())
+    nfes = np.sort(sub["nfe"].unique().astype(float))
+    nmin = float(nfes[nfes >= nmax / 4.0].min())
     if nmax <= nmin:
         return
-    x = np.array([nmin, nmax], dtype=float)
-    at_start = sub[sub["nfe"] == nmin]["error"]
-    y0 = float(np.exp(np.log(at_start).mean())) if len(at_start) else float(sub["error"].max())
+    x = np.array([nmin, nmax])
+    at_start = sub[sub["nfe"] == nmin].groupby("label")["error"].mean()
+    y0 = float(at_start.min()) * 0.4
     for p in sorted(set(orders.values())):
         slope = -scale * p
         y = y0 * (x / x[0]) ** slope
-        ax.plot(x, y, ls="--", lw=0.9, color="0.45", zorder=1)
-        ax.annotate(f"NFE$^{{{slope:g}}}$", (x[1], y[1]), fontsize=7, color="0.35", xytext=(-2, 3),
-                    textcoords="offset points", ha="right", va="bottom")
+        ax.plot(x, y, ls="--", lw=1.0, color="0.35", zorder=1)
+        ax.annotate(f"NFE$^{{{slope:g}}}$", (x[1], y[1]), fontsize=7, color="0.3", xytext=(3, 0),
+                    textcoords="offset points", ha="left", va="center")
 
 
 def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str = "png",
                       name: str = "error_vs_nfe") -> list[Path]:
     """Draw the figure(s) and return their paths: one figure per metric in use (``auto``: per problem's
     headline metric, grouped so that problems sharing a metric share a figure)."""
-    os.environ.setdefault("MPLCONFIGDIR", str(Path(out_dir) / ".mplconfig"))
+    if "MPLCONFIGDIR" not in os.environ:
+        import tempfile
+
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="sdebench-mpl-")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -71,7 +71,7 @@ def fixed_nfe_table(g: pd.DataFrame, nfe: list[int]) -> pd.DataFrame:
             m, lo, hi = _mean_ci(c["error"])
             fl = c["floor"].mean()
             mark = "*" if math.isfinite(fl) and m < FLOOR_FACTOR * fl else ""
-            ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else ""
+            ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) and _fmt(lo) != _fmt(hi) else ""
             r[f"NFE {n}"] = f"{_fmt(m)}{mark}{ci}"
         rows.append(r)
     return pd.DataFrame(rows)
@@ -130,7 +130,7 @@ def order_table(g: pd.DataFrame) -> pd.DataFrame:
         theory = solver_orders([s["solver"].iloc[0]]).get(s["solver"].iloc[0], math.nan) * scale
         win = f"{int(min(window))}-{int(max(window))}" if len(window) else "-"
         rows.append({"solver": label, "fitted order": _fmt(order),
-                     "95% CI": f"[{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else "-",
+                     "95% CI": f"[{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) and _fmt(lo) != _fmt(hi) else "-",
                      "theory": _fmt(theory), "NFE window": win, "points": npts, "seeds": len(Y.index)})
     return pd.DataFrame(rows)
 
