@@ -62,18 +62,18 @@ class ScoreErrorModel(Model):
 
     def __init__(self, base: Model, eps: float, fisher):
         super().__init__(base.sde, **base.native, cost=base.cost)
-        self.eps = check_score_error(eps)
+        self.score_error = check_score_error(eps)
         self._fisher = fisher  # t (float) -> J_t
         self._scale: dict[float, float] = {}
 
     def _delta_size(self, t: float, d: int) -> float:
         if t not in self._scale:
-            self._scale[t] = self.eps * math.sqrt(max(self._fisher(t), 0.0) / d)
+            self._scale[t] = self.score_error * math.sqrt(max(self._fisher(t), 0.0) / d)
         return self._scale[t]
 
     def _eval(self, kind: str, x: torch.Tensor, t) -> torch.Tensor:
         out = super()._eval(kind, x, t)
-        if self.eps == 0.0:
+        if self.score_error == 0.0:
             return out
         tf = float(t)
         c = self._delta_size(tf, x.shape[-1])  # delta = c * (1, ..., 1)

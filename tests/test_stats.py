@@ -1,0 +1,53 @@
+"""Floors, asymptotic windows, order fits and seed bootstrap."""
+
+import numpy as np
+
+from sdebench.stats import asymptotic_window, at_floor, bootstrap_mean_ci, fit_order, fit_slope
+
+
+def test_fit_slope_exact_power_law_and_semilog():
+    h = np.array([0.1, 0.05, 0.025, 0.0125])
+    s, se = fit_slope(h, 3 * h**2)
+    assert abs(s - 2) < 1e-12 and se < 1e-10
+    T = np.array([1.0, 2.0, 3.0])
+    s, _ = fit_slope(T, 0.5 * np.exp(-T), semilog=True)
+    assert abs(s + 1) < 1e-12
+
+
+def test_at_floor_rule():
+    flags = at_floor([1.0, 0.2, 0.05, 1e-15, np.nan], [0.1, 0.1, 0.1, None, 0.1])
+    assert flags.tolist() == [False, True, True, True, True]
+
+
+def test_window_drops_preasymptotic_and_floor_points():
+    h = 1.0 / np.array([2, 4, 8, 16, 32, 64, 128])
+    y = h**2 + 0.0  # order 2 ...
+    y[0] = 0.5  # ... except a pre-asymptotic coarse point (local slope far from 2)
+    null = np.full_like(y, 1e-4)  # the finest point (6e-5) sits under 3x its floor
+    mask = asymptotic_window(h, y, at_floor(y, null))
+    assert mask.tolist() == [False, True, True, True, True, False, False]
+    fit = fit_order(h, y, null=null)
+    assert abs(fit.slope - 2) < 1e-9 and fit.n_floor == 2
+
+
+def test_bootstrap_ci_covers_true_slope_and_keeps_curves_whole():
+    rng = np.random.default_rng(0)
+    h = 1.0 / np.array([8, 16, 32, 64])
+    seeds = 12
+    Y = (h**1.0)[None, :] * np.exp(0.05 * rng.standard_normal((seeds, 1)))  # per-seed level noise only
+    Y = Y * np.exp(0.02 * rng.standard_normal(Y.shape))
+    fit = fit_order(h, Y, B=500)
+    assert fit.method == "bootstrap" and fit.lo <= 1.0 <= fit.hi
+    assert fit.hi - fit.lo < 0.1  # level noise shared by a seed's whole curve does not blur the slope
+
+
+def test_regression_ci_for_single_curve():
+    h = 1.0 / np.array([8, 16, 32, 64])
+    y = h**1.5 * np.array([1.0, 1.02, 0.99, 1.01])
+    fit = fit_order(h, y)
+    assert fit.method == "regression" and fit.lo < fit.slope < fit.hi and fit.lo <= 1.5 <= fit.hi
+
+
+def test_bootstrap_mean_ci():
+    m, lo, hi = bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0], B=2000)
+    assert m == 2.5 and lo < 2.5 < hi
