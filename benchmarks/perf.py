@@ -211,7 +211,7 @@ def sample_call(spec, model, x, grid, sde, seed, nfe):
         return spec.sample(model, x, grid, sde, noise if spec.kind == "sde" else None, nfe=nfe)
 
 
-def time_sample(spec, model, x, grid, sde, seed, nfe, rep, device="cpu"):
+def timed_sample(spec, model, x, grid, sde, seed, nfe, rep, device="cpu"):
     return timeit(lambda: sample_call(spec, model, x, grid, sde, seed, nfe), rep, device)
 
 
@@ -225,6 +225,12 @@ def overhead(sz: Sizes, device="cpu", section="overhead"):
     t_score = score_time(model, x, grid0, sz.repeat, device)
     row(section, f"gmm2d-ring8: one score evaluation ({device})", fmt_n(n), fmt_s(t_score), "", "", "", "",
         "the floor: NFE x this")
+    src = NoiseSource(0, n, (prob.d,), dtype=x.dtype, device=device)
+    t_draw, _ = timeit(lambda: src.standard_normal(("perf", 0)), sz.repeat, device)
+    t_randn, _ = timeit(lambda: torch.randn(x.shape, dtype=x.dtype, device=device), sz.repeat, device)
+    row(section, "one keyed noise draw (NoiseSource, 256-row blocks)", fmt_n(n), fmt_s(t_draw), fmt_s(t_randn),
+        f"{t_draw / t_score:.2f} of a score", "", "",
+        "reference = one unkeyed torch.randn of the same shape; SDE solvers draw once (srk twice) per step")
     misses = []
     for name in fixed_grid_solvers():
         spec = get_solver(name)
@@ -239,7 +245,7 @@ def overhead(sz: Sizes, device="cpu", section="overhead"):
         steps = spec.steps_for_nfe(nfe)
         grid = make_grid(sde, steps, 1e-3)
         model.reset()
-        t, _ = time_sample(spec, model, x, grid, sde, 1, nfe, sz.repeat, device)
+        t, _ = timed_sample(spec, model, x, grid, sde, 1, nfe, sz.repeat, device)
         counted = model.nfe // (sz.repeat + 1)
         ratio = t / (counted * t_score)
         ok = ratio <= 1.15
@@ -279,7 +285,7 @@ def unet_overhead(sz: Sizes, section):
         nfe = solver_nfe(spec, sz.unet_nfe)
         grid = make_grid(sde, spec.steps_for_nfe(nfe), 1e-3)
         model.reset()
-        t, _ = time_sample(spec, model, x, grid, sde, 1, nfe, sz.repeat)
+        t, _ = timed_sample(spec, model, x, grid, sde, 1, nfe, sz.repeat)
         counted = model.nfe // (sz.repeat + 1)
         ratio = t / (counted * t_score)
         ok = ratio <= 1.03
@@ -407,7 +413,7 @@ def _peers_at(sz: Sizes, n: int, device, misses: list):
     rsde = _ReverseSDE(model, sde)
     ts = torch.tensor([0.0, s_pts[-1]], dtype=dtype, device=device)
     spec = get_solver("em")
-    t_ours, ours = time_sample(spec, model, x, grid, sde, 5, steps, rep, device)
+    t_ours, ours = timed_sample(spec, model, x, grid, sde, 5, steps, rep, device)
 
     def tsde_native(method="euler", levy="none", steps=steps, dt=dt, ts=ts):
         bm = torchsde.BrownianInterval(0.0, float(ts[-1]), size=(n, d), dtype=dtype, device=device, entropy=5,
@@ -443,7 +449,7 @@ def _peers_at(sz: Sizes, n: int, device, misses: list):
         s_pts3, dt3 = torchsde_times(sde.T, t_end, steps)
         ts3 = torch.tensor([0.0, s_pts3[-1]], dtype=dtype, device=device)
         grid3 = torch.tensor([sde.T - s for s in s_pts3], dtype=torch.float64)
-        t_ours, ours = time_sample(spec, model, x, grid3, sde, 5, nfe, rep, device)
+        t_ours, ours = timed_sample(spec, model, x, grid3, sde, 5, nfe, rep, device)
         model.reset()
         t_ref, _ = timeit(lambda: tsde_native("srk", "space-time", steps, dt3, ts3), rep, device)
         nfe_ref = model.nfe // (rep + 1)
@@ -481,7 +487,7 @@ def _peers_at(sz: Sizes, n: int, device, misses: list):
                 fmt_s(t_ref), "", "peer/ours >= 1", "n/a", f"{name} is not registered in sdebench (issue 3)")
             continue
         spec = get_solver(name)
-        t_ours, ours = time_sample(spec, model, x, grid, sde, 0, sz.nfe, rep, device)
+        t_ours, ours = timed_sample(spec, model, x, grid, sde, 0, sz.nfe, rep, device)
         diff = float((ref - ours).abs().max())
         note = "same x_T and grid"
         if name == "rk4":
@@ -507,15 +513,14 @@ def _peers_at(sz: Sizes, n: int, device, misses: list):
             misses.append(f"{name} vs diffusers at batch {fmt_n(n)}")
 
 
-def diffusers_peer(name, prob, sde, n, steps, rep, device):
-    """Time sdebench's ``name`` against a diffusers scheduler loop on the grid diffusers itself picks.
+def diffusers_setup(name, sde, steps):
+    """A diffusers scheduler for sdebench solver ``name`` ('ddim' or 'dpm-solver++2m') and the grid it steps on.
 
-    The discrete table is the VP SDE at t_k = (k + 1) / 1000 (alphas_cumprod = alpha_t^2, in float64),
-    so the diffusers timesteps map to exact continuous times and sdebench runs on those times."""
+    The discrete table is the VP SDE at t_k = (k + 1) / 1000 (alphas_cumprod = alpha_t^2, set in float64
+    after construction), so diffusers' integer timesteps map to exact continuous times; returns
+    (scheduler, grid T -> t_end as float64, continuous time of each timestep)."""
     import diffusers
 
-    if name not in SOLVERS:
-        return None
     N = 1000
     tk = (torch.arange(N, dtype=torch.float64) + 1) / N
     acp = torch.exp(2 * sde.log_alpha(tk))
@@ -526,8 +531,7 @@ def diffusers_peer(name, prob, sde, n, steps, rep, device):
                                         prediction_type="epsilon")
         sched.alphas_cumprod = acp.clone()
         sched.final_alpha_cumprod = acp[0].clone()
-        note = "float64 alphas_cumprod table"
-    else:
+    elif name == "dpm-solver++2m":
         sched = diffusers.DPMSolverMultistepScheduler(
             num_train_timesteps=N, trained_betas=betas.numpy(), algorithm_type="dpmsolver++", solver_order=2,
             solver_type="midpoint", lower_order_final=False, final_sigmas_type="sigma_min",
@@ -537,26 +541,38 @@ def diffusers_peer(name, prob, sde, n, steps, rep, device):
         sched.sigma_t = torch.sqrt(1 - acp)
         sched.lambda_t = torch.log(sched.alpha_t) - torch.log(sched.sigma_t)
         sched.sigmas = ((1 - acp) / acp) ** 0.5
-        note = "diffusers' DPMSolverMultistep computes its update in float32 (casts the sample and sigmas)"
+    else:
+        raise ValueError(f"no diffusers peer for {name!r}")
     sched.set_timesteps(steps)
     ks = [int(k) for k in sched.timesteps]
     grid = torch.tensor([(k + 1) / N for k in ks] + [1.0 / N], dtype=torch.float64)
-    model, x = setup(prob, sde, n, device=device, t_start=float(grid[0]))
     tcont = [torch.tensor((k + 1) / N, dtype=torch.float64) for k in ks]
+    return sched, grid, tcont
 
-    def loop():
-        sched.set_timesteps(steps)
-        y = x
-        with torch.no_grad():
-            for k, t in zip(sched.timesteps, tcont):
-                y = sched.step(model.eps(y, t), k, y).prev_sample
-        return y
 
+def diffusers_loop(sched, model, x, steps, tcont):
+    """The usual diffusers sampling loop, the eps model being sdebench's counted analytic Model."""
+    sched.set_timesteps(steps)
+    y = x
+    with torch.no_grad():
+        for k, t in zip(sched.timesteps, tcont):
+            y = sched.step(model.eps(y, t), k, y).prev_sample
+    return y
+
+
+def diffusers_peer(name, prob, sde, n, steps, rep, device):
+    """Time sdebench's ``name`` against a diffusers scheduler loop on the grid diffusers itself picks."""
+    if name not in SOLVERS:
+        return None
+    sched, grid, tcont = diffusers_setup(name, sde, steps)
+    note = ("float64 alphas_cumprod table" if name == "ddim" else
+            "diffusers' DPMSolverMultistep computes its update in float32 (casts the sample and sigmas)")
+    model, x = setup(prob, sde, n, device=device, t_start=float(grid[0]))
     model.reset()
-    t_ref, ref = timeit(loop, rep, device)
+    t_ref, ref = timeit(lambda: diffusers_loop(sched, model, x, steps, tcont), rep, device)
     nfe_ref = model.nfe // (rep + 1)
     spec = get_solver(name)
-    t_ours, ours = time_sample(spec, model, x, grid, sde, 0, len(grid) - 1, rep, device)
+    t_ours, ours = timed_sample(spec, model, x, grid, sde, 0, len(grid) - 1, rep, device)
     diff = float((ref.to(ours.dtype) - ours).abs().max())
     return t_ours, t_ref, diff, float(ours.abs().max()), nfe_ref, note + "; same x_T and grid"
 
@@ -574,7 +590,7 @@ def _em_time(prob, n, nfe, rep, device="cpu"):
     spec = get_solver("em")
     model, x = setup(prob, sde, n, device=device)
     grid = make_grid(sde, nfe, 1e-3)
-    t, _ = time_sample(spec, model, x, grid, sde, 0, nfe, rep, device)
+    t, _ = timed_sample(spec, model, x, grid, sde, 0, nfe, rep, device)
     return t
 
 
@@ -673,7 +689,7 @@ def gpu(sz: Sizes):
         spec = get_solver(sname)
         model, x = setup(prob, sde, n, device=dev)
         grid = make_grid(sde, spec.steps_for_nfe(20), 1e-3)
-        t, _ = time_sample(spec, model, x, grid, sde, 0, 20, max(1, min(sz.repeat, 3)), dev)
+        t, _ = timed_sample(spec, model, x, grid, sde, 0, 20, max(1, min(sz.repeat, 3)), dev)
         row("gpu", f"throughput {sname}, gmm-d32 float64, NFE 20", fmt_n(n), fmt_s(t), "", f"{n / t:.3g} samples/s")
     # bandwidth: copy vs score (bytes the score must at least touch: read x, write the result)
     t_copy, nbytes = _copy_time(dev)
@@ -696,7 +712,7 @@ def gpu(sz: Sizes):
             spec = get_solver(sname)
             model, x = setup(prob, sde, nb, device=dev)
             grid = make_grid(sde, spec.steps_for_nfe(20), 1e-3)
-            t_eager, ref = time_sample(spec, model, x, grid, sde, 0, 20, 5, dev)
+            t_eager, ref = timed_sample(spec, model, x, grid, sde, 0, 20, 5, dev)
             try:
                 static_x = x.clone()
                 s = torch.cuda.Stream()
