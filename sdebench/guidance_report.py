@@ -262,11 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", default=None, help="figure path (default: the file's 'figure')")
     args = ap.parse_args(argv)
     try:
-        import torch
-
         from .run import run_cell
 
-        torch.set_num_threads(1)
         cfg = load(args.sweep)
         todo, missing = cells(cfg, args.samples)
         stem = args.out or cfg.get("out", "results/guidance")
@@ -302,4 +299,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)  # small batches: one thread is about 10x faster on a shared machine
     raise SystemExit(main())

@@ -228,3 +228,23 @@ def test_reference_ode_agrees_with_registered_dopri5_backend():
     grid = torch.tensor([sde.T, 1e-3], dtype=torch.float64)
     b = get_solver("dopri5").sample(Model(sde, score=score), x_T.clone(), grid, sde, None, rtol=1e-10, atol=1e-10)
     assert float((a - b).norm(dim=1).max()) < 1e-6
+
+
+def test_guidance_report_runs_a_tiny_sweep(tmp_path):
+    from sdebench import guidance_report as R
+
+    sweep = tmp_path / "g.toml"
+    sweep.write_text('problem = "gmm2d-ring8-labelled4"\nclass_label = 3\nscales = [0, 5]\nnfe = [8]\n'
+                     'solvers = ["ddim", "no-such-solver"]\nsamples = 16\nmetrics = ["path_err", "class_mass"]\n'
+                     f'out = "{tmp_path / "g"}"\nfigure = "{tmp_path / "g.png"}"\n')
+    assert R.main([str(sweep)]) == 0
+    text = (tmp_path / "g.md").read_text()
+    assert "left out): no-such-solver" in text and "| ddim |" in text and (tmp_path / "g.png").stat().st_size > 0
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "g.csv")
+    assert list(rows["scale"]) == [0.0, 5.0] and (rows["status"] == "ok").all() and (rows["path_err"] > 0).all()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('problem = "gmm2d-ring8-labelled"\nclass_label = 1\nscales = [0]\nnfe = [8]\nsolvers = ["ddim"]\n'
+                   'colour = "red"\n')
+    assert R.main([str(bad)]) == 2
