@@ -55,6 +55,9 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
     return x
 
 
+pc.nonaffine = True  # batch-averaged snr step size: the exact-Gaussian metrics (sdebench.exact) skip it
+
+
 @register("ald", kind="sde", order=1, nfe_per_step=ALD_STEPS_PER_LEVEL, family="Langevin",
           paper="Song & Ermon 2019 (NCSN, Alg. 1)")
 def ald(model, x, grid, sde, noise, eps: float = 0.2):
