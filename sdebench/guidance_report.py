@@ -23,7 +23,7 @@ import tomllib
 from .errors import ConfigError
 
 KEYS = {"name", "out", "figure", "problem", "class_label", "guidance", "cfg_param", "cfg_batched", "sde",
-        "schedule", "t_end", "samples", "seed", "scales", "nfe", "solvers", "metrics", "metrics_w0",
+        "schedule", "t_end", "samples", "seed", "seeds", "scales", "nfe", "solvers", "metrics", "metrics_w0",
         "description", "gaussian_problem", "gaussian_class", "gaussian_figure"}
 REQUIRED = ("problem", "class_label", "scales", "nfe", "solvers")
 
@@ -51,21 +51,40 @@ def cells(cfg: dict, samples: int | None = None):
     from .solvers import SOLVERS
 
     missing = [s for s in cfg["solvers"] if s not in SOLVERS]
+    seeds = _seeds(cfg)
     metrics = tuple(cfg.get("metrics", DEFAULT_METRICS))
     out = []
     for solver in [s for s in cfg["solvers"] if s in SOLVERS]:
         for nfe in cfg["nfe"]:
             for w in cfg["scales"]:
-                m = DEFAULT_METRICS if (float(w) == 0 and cfg.get("metrics_w0") == "default") else metrics
-                c = CellConfig(problem=cfg["problem"], sde=cfg.get("sde", "vp"), solver=solver, nfe=int(nfe),
-                               seed=int(cfg.get("seed", 0)), n_samples=int(samples or cfg.get("samples", 500)),
-                               schedule=cfg.get("schedule", "logsnr"), t_end=cfg.get("t_end"), metrics=m,
-                               guidance=cfg.get("guidance", "cfg"), scale=float(w),
-                               class_label=int(cfg["class_label"]), cfg_param=cfg.get("cfg_param", "eps"),
-                               cfg_batched=bool(cfg.get("cfg_batched", True)))
-                prepare(c)
-                out.append(c)
+                for seed in seeds:
+                    m = DEFAULT_METRICS if (float(w) == 0 and cfg.get("metrics_w0") == "default") else metrics
+                    c = CellConfig(problem=cfg["problem"], sde=cfg.get("sde", "vp"), solver=solver, nfe=int(nfe),
+                                   seed=seed, n_samples=int(samples or cfg.get("samples", 500)),
+                                   schedule=cfg.get("schedule", "logsnr"), t_end=cfg.get("t_end"), metrics=m,
+                                   guidance=cfg.get("guidance", "cfg"), scale=float(w),
+                                   class_label=int(cfg["class_label"]), cfg_param=cfg.get("cfg_param", "eps"),
+                                   cfg_batched=bool(cfg.get("cfg_batched", True)))
+                    prepare(c)
+                    out.append(c)
     return out, missing
+
+
+def _seeds(cfg: dict) -> list:
+    seeds = cfg.get("seeds", [cfg.get("seed", 0)])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and x >= 0 for x in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of integers >= 0 (or a count), got {seeds!r}")
+    return seeds
+
+
+KEY = ["solver", "model_calls", "scale"]
+
+
+def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every numeric column, one row per (solver, NFE, w), solver order kept."""
+    return ok.groupby(KEY, sort=False).mean(numeric_only=True).reset_index()
 
 
 def _fmt(v) -> str:
@@ -75,7 +94,8 @@ def _fmt(v) -> str:
 
 
 def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
-           ylabel: str = "RMS pathwise error vs dopri5 (tol 1e-10)") -> None:
+           ylabel: str = "RMS pathwise error vs dopri5 (tol 1e-10)", raw: pd.DataFrame | None = None) -> None:
+    """One panel per NFE, one line per solver (mean over seeds); band = min..max over seeds if ``raw``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +110,11 @@ def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
         sub = df[df["model_calls"] == nfe]
         for i, s in enumerate(solvers):
             r = sub[sub["solver"] == s].sort_values("scale")
-            ax.plot(r["scale"], r[value], marker=markers[i % len(markers)], label=s)
+            line = ax.plot(r["scale"], r[value], marker=markers[i % len(markers)], label=s)[0]
+            if raw is not None and raw["seed"].nunique() > 1:
+                rr = raw[(raw["model_calls"] == nfe) & (raw["solver"] == s)].groupby("scale")[value]
+                ax.fill_between(rr.min().index, rr.min().values, rr.max().values, color=line.get_color(),
+                                alpha=0.15, linewidth=0)
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_yscale("log")
         ax.set_xticks(sorted(df["scale"].unique()))
@@ -108,17 +132,26 @@ def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
 
 
 def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
-    ok = df[df["status"] == "ok"]
+    raw = df[df["status"] == "ok"]
+    ok = aggregate(raw)
+    seeds = sorted(raw["seed"].unique()) if len(raw) else []
     lines = [f"## Guided sampling: error vs guidance scale ({cfg['problem']}, class {cfg['class_label']})", ""]
     lines.append(
         f"CFG ({cfg.get('cfg_param', 'eps')} parametrization, NFE counted as "
         f"{'batched: 1 per guided call' if cfg.get('cfg_batched', True) else 'unbatched: 2 per guided call'}), "
         f"SDE {cfg.get('sde', 'vp')}, {cfg.get('schedule', 'logsnr')} grid to t_end = {cfg.get('t_end', 1e-3)}, "
-        f"x_T ~ p_T(x | c) exact, {int(ok['n_samples'].iloc[0]) if len(ok) else '?'} samples, seed "
-        f"{cfg.get('seed', 0)}. Error = RMS over samples of |x_solver - x_ref|, x_ref = dopri5 (rtol = atol = "
-        f"1e-10) on the guided probability-flow ODE from the same x_T. Figure: `{fig_path}`."
+        f"x_T ~ p_T(x | c) exact, {int(ok['n_samples'].iloc[0]) if len(ok) else '?'} samples per cell, seeds "
+        f"{', '.join(str(x) for x in seeds)} (tables: mean over seeds). Error = RMS over samples of "
+        f"|x_solver - x_ref|, x_ref = dopri5 (rtol = atol = 1e-10) on the guided probability-flow ODE from the "
+        f"same x_T. Figure: `{fig_path}`."
     )
     lines.append("")
+    if len(seeds) > 1:
+        ratio = raw.groupby(KEY)["path_err"].agg(lambda v: v.max() / v.min())
+        worst = ratio.idxmax()
+        lines.append(f"Seed spread of path_err (max / min over seeds, per cell): median {_fmt(ratio.median())}, "
+                     f"largest {_fmt(ratio.max())} ({worst[0]}, NFE {worst[1]}, w = {worst[2]:g}).")
+        lines.append("")
     if missing:
         lines.append(f"Solvers not registered when the sweep ran (left out): {', '.join(missing)}.")
         lines.append("")
@@ -279,8 +312,9 @@ def main(argv=None) -> int:
         df.to_csv(f"{stem}.csv", index=False)
         ok = df[df["status"] == "ok"]
         if not ok.empty:
-            figure(ok, fig_path, f"{cfg['problem']} class {cfg['class_label']}, CFG, {cfg.get('sde', 'vp')}, "
-                                 f"{cfg.get('schedule', 'logsnr')} grid")
+            figure(aggregate(ok), fig_path, f"{cfg['problem']} class {cfg['class_label']}, CFG, "
+                   f"{cfg.get('sde', 'vp')}, {cfg.get('schedule', 'logsnr')} grid, mean over seeds "
+                   f"{', '.join(str(x) for x in sorted(ok['seed'].unique()))} (band: min..max)", raw=ok)
         text = report(df, cfg, missing, fig_path)
         present = list(dict.fromkeys(c.solver for c in todo))
         if present and cfg.get("gaussian_figure"):
