@@ -30,6 +30,18 @@ def add_parser(sub):
     p.add_argument("--classifier", action="store_true",
                    help="instead: train the small feature classifier used by the fd metric")
     p.add_argument("--epochs", type=int, default=30, help="classifier epochs (default 30)")
+    p.add_argument("--problem", default=None, help="analytic target for --score-matching / --consistency")
+    p.add_argument("--score-matching", default=None, metavar="OBJ",
+                   help="instead: train MLP scores on --problem with these objectives (dsm,ssm,ism) and print "
+                        "their score errors and sampling errors")
+    p.add_argument("--consistency", action="store_true",
+                   help="instead: consistency distillation into an MLP on --problem from --teacher solvers")
+    p.add_argument("--teacher", default="euler,heun", help="distillation teacher ODE solvers (default euler,heun)")
+    p.add_argument("--N", default="4,8,16", help="teacher grid intervals for distillation (default 4,8,16)")
+    p.add_argument("--iters", type=int, default=2000, help="MLP training iterations (default 2000)")
+    p.add_argument("--solver", default="heun", help="sampler for --score-matching (default heun)")
+    p.add_argument("--nfe", type=int, default=100, help="its NFE (default 100)")
+    p.add_argument("--samples", type=int, default=2000, help="samples for the error estimates (default 2000)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -59,6 +71,8 @@ def main(args) -> int:
     safe_data = args.data.replace("folder:", "").rstrip("/").split("/")[-1] or "data"
     if args.classifier:
         return _train_classifier(args, safe_data)
+    if args.score_matching or args.consistency:
+        return _mlp_experiments(args)
     out = args.out or f"checkpoints/{safe_data}_unet"
     command = "sdebench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
     cfg = train_dsm(data=args.data, sde_name=args.sde, steps=args.steps, batch=args.batch, lr=args.lr,
@@ -91,4 +105,38 @@ def _train_classifier(args, safe_data: str) -> int:
                                "test_accuracy": acc, "command": command})
     print(f"classifier on {args.data}: held-out accuracy {acc:.4f} ({len(data.test)} images), "
           f"trained in {time.perf_counter() - t0:.1f} s; wrote {out}.safetensors and {out}.json")
+    return 0
+
+
+def _mlp_experiments(args) -> int:
+    import pandas as pd
+
+    from sdebench.problems import get_problem
+    from sdebench.sde import get_sde
+
+    if args.problem is None:
+        raise ConfigError("--score-matching and --consistency need --problem (an analytic target, e.g. gmm2d-ring8)")
+    problem = get_problem(args.problem)
+    if not hasattr(problem, "K"):
+        raise ConfigError(f"--problem {args.problem!r} is not an analytic mixture target")
+    if args.iters < 1 or args.samples < 2:
+        raise ConfigError(f"need --iters >= 1 and --samples >= 2, got {args.iters}, {args.samples}")
+    sde = get_sde(args.sde)
+    if args.score_matching:
+        from sdebench.problems.learned import learned_table
+
+        objs = [o.strip() for o in args.score_matching.split(",")]
+        rows = learned_table(problem, sde, objs, iters=args.iters, solver=args.solver, nfe=args.nfe,
+                             n=args.samples, seed=args.seed, log=None)
+    else:
+        from sdebench.problems.consistency import distillation_table
+
+        try:
+            Ns = [int(v) for v in args.N.split(",")]
+        except ValueError:
+            raise ConfigError(f"--N must be comma-separated integers, got {args.N!r}") from None
+        rows = distillation_table(problem, sde, [t.strip() for t in args.teacher.split(",")], Ns,
+                                  iters=args.iters, n=args.samples, seed=args.seed)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        print(pd.DataFrame(rows).to_string(index=False))
     return 0
