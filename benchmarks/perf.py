@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,8 @@ class Sizes:
     gpu_batch: int = 1_000_000
     graph_batches: tuple = (256, 4096)
     repeat: int = 5
+    solvers: tuple | None = None  # overhead rows for these solvers only (None: every fixed-grid solver)
+    unet: bool = True
     sweep_seeds: int | None = 1
     sweep_nfe: int | None = 3
     extra: dict = field(default_factory=dict)
@@ -103,8 +105,9 @@ NOTES: list[str] = []
 COLUMNS = ("section", "case", "size", "sdebench", "reference", "ratio / exponent", "target", "met", "note")
 
 
-def row(section, case, size="", ours="", ref="", ratio="", target="", met="", note=""):
-    ROWS.append(dict(zip(COLUMNS, (section, case, size, ours, ref, ratio, target, met, note))))
+def row(section, case, size="", ours="", ref="", ratio="", target="", met="", note="", **values):
+    """One table row; ``values`` are the raw numbers behind it (kept in ROWS, not printed)."""
+    ROWS.append(dict(zip(COLUMNS, (section, case, size, ours, ref, ratio, target, met, note)), **values))
 
 
 def fmt_s(t: float | None) -> str:
@@ -233,6 +236,8 @@ def overhead(sz: Sizes, device="cpu", section="overhead"):
         "reference = one unkeyed torch.randn of the same shape; SDE solvers draw once (srk twice) per step")
     misses = []
     for name in fixed_grid_solvers():
+        if sz.solvers is not None and name not in sz.solvers:
+            continue
         spec = get_solver(name)
         if spec.family == "consistency":
             row(section, f"{name} (gmm2d-ring8)", fmt_n(n), "-", "", "", "", "n/a",
@@ -252,11 +257,12 @@ def overhead(sz: Sizes, device="cpu", section="overhead"):
         if not ok:
             misses.append(name)
         row(section, f"{name} (gmm2d-ring8, {spec.kind})", f"{fmt_n(n)}, NFE {counted}", fmt_s(t),
-            fmt_s(counted * t_score), f"{ratio:.3f}", "<= 1.15", "yes" if ok else "NO")
+            fmt_s(counted * t_score), f"{ratio:.3f}", "<= 1.15", "yes" if ok else "NO", solver=name, value=ratio,
+            nfe=counted)
     if misses:
         NOTES.append(f"{section}: overhead ratio above 1.15 for {', '.join(misses)} on gmm2d-ring8 ({device}); see "
                      "the closing note of results/performance.md for where the time goes.")
-    if device == "cpu":
+    if device == "cpu" and sz.unet:
         unet_overhead(sz, section)
 
 
@@ -279,7 +285,7 @@ def unet_overhead(sz: Sizes, section):
         f"d = {d}" + (f", image {tuple(shape)}" if shape else ""))
     misses = []
     for name in ("em", "euler", "ddim", "heun", "dpm-solver++2m", "ddpm"):
-        if name not in SOLVERS:
+        if name not in SOLVERS or (sz.solvers is not None and name not in sz.solvers):
             continue
         spec = get_solver(name)
         nfe = solver_nfe(spec, sz.unet_nfe)
@@ -384,7 +390,7 @@ def _row_peer(case, n, nfe_ours, nfe_ref, t_ours, t_ref, diff, scale, note="", t
     nfes = f"NFE {nfe_ours}" if nfe_ours == nfe_ref else f"NFE {nfe_ours} vs {nfe_ref}"
     dtxt = "" if diff is None else f"max/diff/ = {diff:.2e} (max/x/ {scale:.3g})"
     row("peers", case, f"{fmt_n(n)}, {nfes}", fmt_s(t_ours), fmt_s(t_ref), f"{ratio:.2f}x", tgt,
-        "yes" if ok else "NO", "; ".join(s for s in (dtxt, note) if s))
+        "yes" if ok else "NO", "; ".join(s for s in (dtxt, note) if s), diff=diff, scale=scale, speedup=ratio)
     return ok
 
 
@@ -617,7 +623,7 @@ def scaling(sz: Sizes):
         met = ("yes" if abs(p_up - 1) <= 0.1 else "NO") if linear_target else ""
         row("scaling", f"{case}: fitted exponent vs {label}", f"{fmt_n(values[0])}..{fmt_n(values[-1])}", "", "",
             f"{p_all:.2f} (all), {p_up:.2f} (top {upper})", tgt, met,
-            "time ~ size^p; the target is judged on the top points")
+            "time ~ size^p; the target is judged on the top points", exponent=p_up, axis=label)
         if linear_target and met == "NO":
             NOTES.append(f"scaling: exponent vs {label} on the top points is {p_up:.2f}, not within 0.1 of 1.")
 
@@ -638,7 +644,7 @@ def metric_costs(sz: Sizes):
             row("metrics", f"{name}: n = {fmt_n(v)}" if not name.endswith("vs d") else f"{name}: d = {v}",
                 fmt_n(v), fmt_s(t))
         row("metrics", f"{name}: fitted exponent", f"{fmt_n(values[0])}..{fmt_n(values[-1])}", "", "",
-            f"{fit_exponent(values, times):.2f}", "", "", note)
+            f"{fit_exponent(values, times):.2f}", "", "", note, exponent=fit_exponent(values, times))
 
     def xs(n, seed=1):
         return ring.sample(n, generator=torch.Generator().manual_seed(seed))
@@ -884,9 +890,10 @@ def main(argv=None) -> int:
     if args.threads < 1:
         print(f"perf.py: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     CLOCK.update(fn=time.perf_counter if args.clock == "wall" else time.process_time, name=args.clock)
-    sz = QUICK if args.quick else Sizes()
+    sz = replace(QUICK) if args.quick else Sizes()
     if args.repeat is not None:
         sz.repeat = args.repeat
     ROWS.clear()
@@ -918,6 +925,7 @@ def main(argv=None) -> int:
         text += ["Every measured target held."]
     out = "\n".join(text)
     print(out)
+    torch.set_num_threads(threads_before)
     if args.out:
         Path(args.out).write_text(out + "\n")
     return 0
