@@ -247,7 +247,16 @@ class ImageProblem:
         self._ref_cache: dict = {}
 
     def model_functions(self, sde) -> dict:
-        return {"eps": eps_network(self.net, sde, self.shape)}
+        eps = eps_network(self.net, sde, self.shape)
+
+        def consistency(x, t, t_end):
+            """Oracle consistency function of this network: its probability-flow ODE solved from (x, t) to
+            t_end by dopri5 (rtol 1e-6); one model call for the NFE counter, about 150-250 network calls."""
+            from sdebench.metrics.images import reference_solve
+
+            return reference_solve(eps, sde, x, float(t_end), t_start=float(t))[0]
+
+        return {"eps": eps, "consistency": consistency}
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu"):
         """n held-out images drawn with replacement, flattened."""

@@ -144,8 +144,9 @@ def sliced_w2_samples(x: torch.Tensor, y: torch.Tensor, k: int = 64, seed: int =
 
 
 # ---- reference ODE solve -------------------------------------------------------------------------
-def reference_solve(eps_fn, sde, x_T: torch.Tensor, t_end: float, rtol: float = REF_RTOL) -> tuple:
-    """Probability-flow ODE from x_T (at sde.T) to t_end with dopri5; returns (x, nfe)."""
+def reference_solve(eps_fn, sde, x_T: torch.Tensor, t_end: float, rtol: float = REF_RTOL,
+                    t_start: float | None = None) -> tuple:
+    """Probability-flow ODE from x_T at t_start (default sde.T) to t_end with dopri5; returns (x, nfe)."""
     from torchdiffeq import odeint
 
     nfe = [0]
@@ -157,7 +158,10 @@ def reference_solve(eps_fn, sde, x_T: torch.Tensor, t_end: float, rtol: float = 
         f, g2, s = float(sde.f(tt)), float(sde.g2(tt)), float(sde.sigma(tt))
         return f * x + 0.5 * g2 * eps_fn(x, tt) / s
 
-    ts = torch.tensor([sde.T, t_end], dtype=x_T.dtype, device=x_T.device)
+    t0 = sde.T if t_start is None else float(t_start)
+    if t0 <= t_end:
+        return x_T, 0
+    ts = torch.tensor([t0, t_end], dtype=x_T.dtype, device=x_T.device)
     with torch.no_grad():
         out = odeint(velocity, x_T, ts, rtol=rtol, atol=rtol, method="dopri5")
     return out[-1], nfe[0]
