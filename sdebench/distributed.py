@@ -95,7 +95,7 @@ def _serial_loop(tasks, store: Store, retries: int, sweep: str, progress) -> dic
 
 
 def execute(tasks: list, store: Store, *, workers: int | None = None, scheduler: str | None = None,
-            retries: int = 2, sweep: str = "", progress=None) -> dict:
+            retries: int = 2, sweep: str = "", progress=None, connect_timeout: str = "30s") -> dict:
     """Run ``tasks`` (``(key, CellConfig, label)`` triples) and write each to ``store``.
 
     Returns the count of cells per final status."""
@@ -112,11 +112,16 @@ def execute(tasks: list, store: Store, *, workers: int | None = None, scheduler:
     if scheduler is None:
         n = workers or os.cpu_count() or 1
         gpu = any(cfg.device.startswith("cuda") for _, cfg, _ in tasks)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None)
         client = Client(cluster)
     else:
-        client = Client(scheduler, timeout="30s")
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r}: {str(exc).splitlines()[0]}") from None
     root = str(store.root.resolve())
     counts: dict = {}
     try:

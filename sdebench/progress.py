@@ -16,7 +16,8 @@ def _fmt(seconds: float) -> str:
 
 
 class Progress:
-    """``update(status)`` once per finished cell. ``skipped`` cells (already in the store) count as done
+    """``update(status)`` once per finished cell (status 'error' counts as a failure; 'diverged' is a
+    result). ``skipped`` cells (already in the store) count as done
     but not in the rate. ``mode``: "auto" (bar if the stream is a tty), "bar", "log" or "quiet"."""
 
     def __init__(self, total: int, skipped: int = 0, stream=None, mode: str = "auto", name: str = "sweep",
@@ -58,7 +59,7 @@ class Progress:
 
     def update(self, status: str = "ok") -> None:
         self.done += 1
-        if status != "ok":
+        if status == "error":
             self.failed += 1
         if self.bar is not None:
             self.bar.set_postfix(failed=self.failed, refresh=False)
@@ -73,5 +74,5 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
         elif self.mode == "log":
-            self._line(f"{self.name}: finished {self.done}/{self.total} cells, {self.failed} not ok, "
+            self._line(f"{self.name}: finished {self.done}/{self.total} cells, {self.failed} failed, "
                        f"{_fmt(time.monotonic() - self.start)}")

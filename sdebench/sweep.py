@@ -4,7 +4,7 @@ A sweep file (see ``sweeps/quick.toml``)::
 
     name = "quick"
     out = "results/quick"              # store folder, relative to the current directory
-    problems = ["gauss1d", "gmm1d"]    # preset names, target files, or "all" (every preset)
+    problems = ["gauss1d", "gmm1d"]    # preset names, target files, or "all" (every analytic preset)
     sdes = ["vp"]
     schedules = ["uniform"]
     nfe = [4, 8, 16, 32]
@@ -250,7 +250,7 @@ def _solvers(data: dict, source: str) -> list[SolverEntry]:
 
 def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     """Build a :class:`Sweep` from the parsed TOML table; every bad value is a one-line ConfigError."""
-    from .problems import PROBLEMS
+    from .problems.presets import PRESETS
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -260,9 +260,8 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     if not isinstance(name, str) or not name or not isinstance(out, str) or not out:
         raise ConfigError(f"sweep file {source!r}: name and out must be non-empty strings")
     problems = _str_list(data, "problems", source)
-    if "all" in problems:
-        problems = [p for p in PROBLEMS if p not in problems] + [p for p in problems if p != "all"]
-        problems = list(dict.fromkeys(p for p in problems if p != "all"))
+    if "all" in problems:  # every analytic preset (not the image or labelled problems), plus any others named
+        problems = list(dict.fromkeys(list(PRESETS) + [p for p in problems if p != "all"]))
     metrics = tuple(_str_list(data, "metrics", source, default=list(DEFAULT_METRICS)))
     bad = [m for m in metrics if m not in METRICS]
     if bad:

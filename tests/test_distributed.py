@@ -26,7 +26,7 @@ def test_killed_worker_loses_no_cell_and_no_cell_twice(tmp_path):
     distributed = pytest.importorskip("distributed")
     cells = _cells()
     store = Store(tmp_path / "store")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = distributed.Client(cluster)
     try:
         client.wait_for_workers(2, timeout=60)

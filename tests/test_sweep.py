@@ -152,3 +152,20 @@ def test_cli_sweep_bad_file_exits_2(tmp_path, capsys):
     assert cli(["sweep", str(f)]) == 2
     err = capsys.readouterr().err
     assert "emm" in err and err.count("\n") == 1
+
+
+def test_all_problems_are_the_analytic_presets():
+    from sdebench.problems.presets import PRESETS
+
+    assert sweep(problems="all").problems == list(PRESETS)
+    assert sweep(problems=["all", "gmm2d-ring8-labelled"]).problems == list(PRESETS) + ["gmm2d-ring8-labelled"]
+
+
+def test_unreachable_scheduler_is_a_config_error(tmp_path):
+    from sdebench.distributed import execute
+    from sdebench.store import Store
+
+    cells = sweep(nfe=[4], seeds=1, solvers=["em"]).cells()
+    with pytest.raises(ConfigError, match="tcp://127.0.0.1:9"):
+        execute(cells, Store(tmp_path / "s"), scheduler="tcp://127.0.0.1:9", retries=0,
+                connect_timeout="2s")
