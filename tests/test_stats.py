@@ -37,8 +37,8 @@ def test_bootstrap_ci_covers_true_slope_and_keeps_curves_whole():
     Y = (h**1.0)[None, :] * np.exp(0.05 * rng.standard_normal((seeds, 1)))  # per-seed level noise only
     Y = Y * np.exp(0.02 * rng.standard_normal(Y.shape))
     fit = fit_order(h, Y, B=500)
-    assert fit.method == "bootstrap" and fit.lo <= 1.0 <= fit.hi
-    assert fit.hi - fit.lo < 0.1  # level noise shared by a seed's whole curve does not blur the slope
+    assert fit.method.startswith("bootstrap") and fit.lo <= 1.0 <= fit.hi
+    assert fit.hi - fit.lo < 0.25  # level noise shared by a seed's whole curve does not blur the slope
 
 
 def test_regression_ci_for_single_curve():
