@@ -682,9 +682,12 @@ def gpu(sz: Sizes):
                      "score memory bandwidth vs copy bandwidth", "CUDA-graph replay for small batches"):
             row("gpu", case, "", "not measured", "", "", "", "n/a", "no CUDA device on this machine")
         return
-    dev = "cuda"
-    name = torch.cuda.get_device_name(0)
-    row("gpu", f"device: {name}", "", "", "", "", "", "", f"torch {torch.__version__}")
+    row("gpu", f"device: {torch.cuda.get_device_name(0)}", "", "", "", "", "", "", f"torch {torch.__version__}")
+    gpu_measure(sz, "cuda", graphs=True)
+
+
+def gpu_measure(sz: Sizes, dev: str, graphs: bool = True, copy_mib: int = 256):
+    """The GPU section's measurements on device ``dev`` (the CUDA-graph part needs CUDA)."""
     overhead(sz, device=dev, section="gpu overhead")
     sde = get_sde("vp")
     prob = get_problem("gmm-d32")
@@ -696,9 +699,10 @@ def gpu(sz: Sizes):
         model, x = setup(prob, sde, n, device=dev)
         grid = make_grid(sde, spec.steps_for_nfe(20), 1e-3)
         t, _ = timed_sample(spec, model, x, grid, sde, 0, 20, max(1, min(sz.repeat, 3)), dev)
-        row("gpu", f"throughput {sname}, gmm-d32 float64, NFE 20", fmt_n(n), fmt_s(t), "", f"{n / t:.3g} samples/s")
+        row("gpu", f"throughput {sname}, gmm-d32 float64, NFE 20", fmt_n(n), fmt_s(t), "", f"{n / t:.3g} samples/s",
+            value=n / t)
     # bandwidth: copy vs score (bytes the score must at least touch: read x, write the result)
-    t_copy, nbytes = _copy_time(dev)
+    t_copy, nbytes = _copy_time(dev, copy_mib)
     bw_copy = nbytes / t_copy
     model, x = setup(prob, sde, n, device=dev)
     grid = make_grid(sde, 20, 1e-3)
@@ -706,10 +710,13 @@ def gpu(sz: Sizes):
     bw_min = 2 * x.numel() * 8 / t_s
     K = prob.K
     bw_work = (2 + 4 * K) * x.numel() * 8 / t_s  # the (n, K, d) residuals read and written a few times
-    row("gpu", "copy bandwidth (device memory)", "256 MiB", fmt_s(t_copy), "", f"{bw_copy / 1e9:.0f} GB/s")
+    row("gpu", "copy bandwidth (device memory)", f"{copy_mib} MiB", fmt_s(t_copy), "", f"{bw_copy / 1e9:.0f} GB/s",
+        value=bw_copy)
     row("gpu", "score, gmm-d32 float64", fmt_n(n), fmt_s(t_s), "",
-        f"{bw_min / 1e9:.0f} GB/s (in/out), ~{bw_work / 1e9:.0f} GB/s (n x K x d work)",
-        "", "", f"{bw_work / bw_copy:.0%} of copy bandwidth counting the (n, K, d) residual traffic")
+        f"{bw_min / 1e9:.1f} GB/s (x in, score out), {bw_work / 1e9:.1f} GB/s counting n x K x d traffic",
+        "", "", f"{bw_min / bw_copy:.0%} / {bw_work / bw_copy:.0%} of the copy bandwidth", value=bw_min)
+    if not graphs:
+        return
     # CUDA graphs: a whole deterministic sampling call captured once, replayed
     for nb in sz.graph_batches:
         for sname in ("euler", "dpm-solver++2m"):

@@ -130,3 +130,13 @@ def test_main_prints_one_table_and_rejects_bad_arguments(perf, tmp_path, capsys)
     assert "bogus" in capsys.readouterr().err
     assert perf.main(["--repeat", "0"]) == 2
     assert perf.main(["--threads", "0"]) == 2
+
+
+def test_gpu_measurements_run_on_any_device(perf, tiny):
+    """The GPU section's code path (overhead, throughput, bandwidth) on the CPU, at tiny sizes."""
+    perf.ROWS.clear()
+    sz = replace(tiny, gpu_batch=200, graph_batches=(), solvers=("em", "euler"), unet=False)
+    perf.gpu_measure(sz, "cpu", graphs=False, copy_mib=1)
+    vals = [r["value"] for r in perf.ROWS if r["section"] == "gpu" and "value" in r]
+    assert len(vals) >= 4 and all(math.isfinite(v) and v > 0 for v in vals)
+    assert any(r["section"] == "gpu overhead" and r.get("solver") == "em" for r in perf.ROWS)
