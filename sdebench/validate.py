@@ -422,8 +422,10 @@ def _contractive_claim(quick: bool) -> list[Claim]:
     c.status = "PASS" if ratio_c <= 1.5 and ratio_o > ratio_c else "FAIL"
     c.seconds = time.perf_counter() - t0
     c.figure = "validation_contractive.png"
-    c.curves = [("cOU (contractive)", np.array(Ts), res["cou"], None, "horizon T", "W2 under score error", False),
-                ("OU", np.array(Ts), res["ou"], None, "horizon T", "W2 under score error", False)]
+    c.curves = [(f"cOU (contractive), W2(T={Ts[-1]:g})/W2(T=1) = {ratio_c:.3g}", np.array(Ts), res["cou"], None,
+                 "horizon T", "W2 under score error EPS = 0.05", False),
+                (f"OU, W2(T={Ts[-1]:g})/W2(T=1) = {ratio_o:.3g}", np.array(Ts), res["ou"], None, "horizon T",
+                 "W2 under score error EPS = 0.05", False)]
     return [c]
 
 
@@ -593,7 +595,8 @@ def plot_claims(claims: list[Claim], folder) -> list[str]:
         logx = True
         for c in group:
             for label, x, y, _floor, xl, yl, lx in c.curves:
-                ax.plot(x, y, "o-", label=f"{label}: slope {c.measured_text()} ({c.status})")
+                what = f": slope {c.measured_text()}" if c.predicted.startswith("slope") else ""
+                ax.plot(x, y, "o-", label=f"{label}{what} ({c.status})")
                 xlabel, ylabel, logx = xl, yl, lx
         if logx:
             ax.set_xscale("log")
