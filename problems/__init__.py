@@ -44,3 +44,12 @@ def _digits():  # image problem (problems/images.py), built on first use; needs 
 
 
 register_problem("digits", _digits)
+
+
+def _digits_cd():  # digits with a distilled consistency U-Net (problems/data/digits_consistency.*)
+    from .images import digits_cd_problem
+
+    return digits_cd_problem()
+
+
+register_problem("digits-cd", _digits_cd)

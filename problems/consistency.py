@@ -28,7 +28,7 @@ from torch import nn
 from sdebench.errors import ConfigError
 
 __all__ = ["gaussian_consistency", "ode_consistency", "oracle_consistency", "ConsistencyMLP", "distill",
-           "mlp_consistency_function", "distillation_table"]
+           "mlp_consistency_function", "distillation_table", "distill_unet", "network_consistency_function"]
 
 
 def _ae(sde, t) -> tuple[float, float]:
@@ -199,3 +199,105 @@ def distillation_table(problem, sde, teachers, Ns, iters: int = 2000, n: int = 2
                          "student_err": float((one - oracle).pow(2).sum(1).mean().sqrt()),
                          "sliced_w2": sm.sliced_w2(one, target, seed=seed), "sliced_w2_null": null})
     return rows
+
+
+# ---- consistency distillation into the image U-Net ---------------------------------------------------------
+def _cd_coeffs(sde, t, cfg):
+    t64 = torch.as_tensor(float(t), dtype=torch.float64)
+    a = float(sde.alpha(t64))
+    s = float(sde.sigma(t64)) / a
+    sd, s_e = cfg["data_std"], cfg["s_e"]
+    return (a, sd**2 / ((s - s_e) ** 2 + sd**2), sd * (s - s_e) / math.sqrt(sd**2 + s**2),
+            1 / math.sqrt(sd**2 + s**2), float(sde.lambda_(t64)))
+
+
+def unet_consistency(net, cfg: dict, sde, x: torch.Tensor, t, shape) -> torch.Tensor:
+    """f(x, t) = alpha_e (c_skip x / alpha_t + c_out F(c_in x / alpha_t, lambda_t)) with the U-Net as F."""
+    a, c_skip, c_out, c_in, lam = _cd_coeffs(sde, t, cfg)
+    p = next(net.parameters())
+    xs = x / a
+    lam_t = torch.full((x.shape[0],), lam, dtype=p.dtype, device=x.device)
+    F = net((c_in * xs).reshape(x.shape[0], *shape).to(p.dtype), lam_t).reshape(x.shape[0], -1).to(x.dtype)
+    return cfg["alpha_e"] * (c_skip * xs + c_out * F)
+
+
+def network_consistency_function(net, cfg: dict, sde, shape):
+    """f(x, t, t_end) of a distilled U-Net; t_end and the SDE must be those it was distilled for."""
+    def f(x, t, t_end):
+        if abs(float(t_end) - cfg["t_end"]) > 1e-12 or sde.name != cfg["sde"]:
+            raise ConfigError(f"the distilled consistency model maps {cfg['sde']} to t_end={cfg['t_end']:g}, "
+                              f"not {sde.name} to t_end={float(t_end):g}")
+        with torch.no_grad():
+            return unet_consistency(net, cfg, sde, x, t, shape)
+
+    return f
+
+
+def distill_unet(problem, teacher: str = "heun", N: int = 18, steps: int = 600, batch: int = 64, lr: float = 2e-4,
+                 mu: float = 0.95, seed: int = 0, out="checkpoints/digits_consistency", progress: bool = True,
+                 command: str = "", ckpt_every: int = 100) -> dict:
+    """Consistency distillation (Song et al. 2023, Alg. 2) of an image problem's eps network: teacher
+    ``teacher`` on an N-interval log-SNR grid, student U-Net initialized from the teacher's weights,
+    target network an EMA (mu) of the student. Writes <out>.safetensors/.json (kind "consistency")."""
+    import sys
+    import time
+
+    from sdebench.model import Model
+    from sdebench.schedules import make_grid
+    from sdebench.sde import get_sde
+    from sdebench.solvers import get_solver
+
+    from .train import FORMAT, save_checkpoint
+
+    spec = get_solver(teacher)
+    if spec.kind != "ode":
+        raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is {spec.kind}")
+    if N < 1 or steps < 1 or batch < 1:
+        raise ConfigError(f"need N, steps, batch >= 1, got {N}, {steps}, {batch}")
+    sde = get_sde(problem.config["sde"])
+    t_end = sde.t_end_default
+    grid = make_grid(sde, N, t_end, "logsnr")
+    a_e, s2_e = _ae(sde, t_end)
+    data = problem.data.train
+    cfg = {"format": FORMAT, "kind": "consistency", "arch": problem.net.config, "data": problem.config["data"],
+           "sde": sde.name, "t_end": t_end, "data_std": float(data.std()), "s_e": math.sqrt(s2_e) / a_e,
+           "alpha_e": a_e, "teacher": teacher, "N": N, "steps": steps, "batch": batch, "lr": lr, "mu": mu,
+           "seed": seed, "command": command, "params": problem.net.n_params()}
+    student = copy.deepcopy(problem.net).float().train()
+    target = copy.deepcopy(student).requires_grad_(False).eval()
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    model = Model(sde, eps=problem.model_functions(sde)["eps"])
+    g = torch.Generator().manual_seed(seed)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=f"distill {problem.name}", file=sys.stderr, dynamic_ncols=True)
+    t0, running = time.perf_counter(), None
+    for step in range(steps):
+        i = int(torch.randint(N, (1,), generator=g))
+        x0 = data[torch.randint(len(data), (batch,), generator=g)].reshape(batch, -1)
+        a, s2 = _ae(sde, grid[i])
+        x_hi = a * x0 + math.sqrt(s2) * torch.randn(x0.shape, generator=g)
+        with torch.no_grad():
+            x_lo = spec.fn(model, x_hi, grid[i:i + 2], sde, None)
+            y = unet_consistency(target, cfg, sde, x_lo, grid[i + 1], problem.shape)
+        loss = ((unet_consistency(student, cfg, sde, x_hi, grid[i], problem.shape) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pt, ps in zip(target.parameters(), student.parameters()):
+                pt.mul_(mu).add_(ps, alpha=1 - mu)
+        lv = float(loss.detach())
+        running = lv if running is None else 0.95 * running + 0.05 * lv
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4g}")
+        if (step + 1) % ckpt_every == 0 or step + 1 == steps:
+            cfg.update(step=step + 1, train_loss=running, wall_s=time.perf_counter() - t0)
+            save_checkpoint(out, target, cfg)
+    if bar is not None:
+        bar.close()
+    return cfg

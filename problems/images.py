@@ -234,7 +234,8 @@ class ImageProblem:
     is_gaussian = False
     is_image = True
 
-    def __init__(self, data: ImageData, net, config: dict, name: str | None = None, classifier=None):
+    def __init__(self, data: ImageData, net, config: dict, name: str | None = None, classifier=None,
+                 consistency=None):
         self.data = data
         self.net = net
         self.config = config
@@ -244,6 +245,7 @@ class ImageProblem:
         self.description = (f"{data.name} {'x'.join(map(str, self.shape))} images, trained U-Net "
                             f"({config.get('params', '?')} params, held-out loss {config.get('heldout_loss', '?')})")
         self.classifier = classifier
+        self.consistency_net = consistency  # (U-Net, config) of a distilled consistency model, or None: oracle
         self._ref_cache: dict = {}
 
     def model_functions(self, sde) -> dict:
@@ -256,6 +258,10 @@ class ImageProblem:
 
             return reference_solve(eps, sde, x, float(t_end), t_start=float(t))[0]
 
+        if self.consistency_net is not None:
+            from .consistency import network_consistency_function
+
+            consistency = network_consistency_function(*self.consistency_net, sde, self.shape)  # noqa: F811
         return {"eps": eps, "consistency": consistency}
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu"):
@@ -286,7 +292,8 @@ class ImageProblem:
 _PROBLEM_CACHE: dict = {}
 
 
-def image_problem(name: str, model_file: str, classifier_file: str | None = None) -> ImageProblem:
+def image_problem(name: str, model_file: str, classifier_file: str | None = None,
+                  consistency_file: str | None = None) -> ImageProblem:
     """Build (once per process) the image problem for a committed checkpoint in problems/data/."""
     if name in _PROBLEM_CACHE:
         return _PROBLEM_CACHE[name]
@@ -302,13 +309,25 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
         from sdebench.metrics.images import load_classifier
 
         clf = load_classifier(DATA_DIR / classifier_file)
-    prob = ImageProblem(data, net, config, name=name, classifier=clf)
+    cons = None
+    if consistency_file is not None:
+        if not (DATA_DIR / consistency_file).is_file():
+            raise ConfigError(f"problem {name!r} needs the distilled model {DATA_DIR / consistency_file}; "
+                              "make it with `sdebench train --consistency --data digits`")
+        cons = load_checkpoint(DATA_DIR / consistency_file)
+    prob = ImageProblem(data, net, config, name=name, classifier=clf, consistency=cons)
     _PROBLEM_CACHE[name] = prob
     return prob
 
 
 def digits_problem() -> ImageProblem:
     return image_problem("digits", "digits_unet.safetensors", "digits_classifier.safetensors")
+
+
+def digits_cd_problem() -> ImageProblem:
+    """digits with the consistency function of the distilled U-Net (problems/data/digits_consistency.*)."""
+    return image_problem("digits-cd", "digits_unet.safetensors", "digits_classifier.safetensors",
+                         "digits_consistency.safetensors")
 
 
 def make_grid_png(x: torch.Tensor, shape, path, ncol: int | None = None, scale: int | None = None) -> str:

@@ -92,3 +92,23 @@ def test_distillation_learns_gaussian_map():
         f(x, 1.0, 1e-2)
     with pytest.raises(ConfigError, match="ODE solver"):
         distill(prob, sde, teacher="em", iters=1)
+
+
+def test_unet_distillation_checkpoint(tmp_path):
+    """A few steps of U-Net consistency distillation write a loadable checkpoint whose consistency function
+    satisfies the boundary condition f(x, t_end) = x and refuses another t_end."""
+    from sdebench.problems.consistency import distill_unet, network_consistency_function
+    from sdebench.problems.images import digits_problem
+    from sdebench.problems.train import load_checkpoint
+
+    cfg = distill_unet(digits_problem(), teacher="euler", N=4, steps=2, batch=4, out=tmp_path / "cd",
+                       progress=False, ckpt_every=1)
+    assert cfg["step"] == 2 and cfg["kind"] == "consistency"
+    net, cfg2 = load_checkpoint(tmp_path / "cd")
+    sde = get_sde("vp")
+    f = network_consistency_function(net, cfg2, sde, (1, 8, 8))
+    x = torch.randn(5, 64, dtype=torch.float64)
+    assert torch.allclose(f(x, 1e-3, 1e-3), x, atol=1e-12)
+    assert f(x, 1.0, 1e-3).shape == x.shape
+    with pytest.raises(ConfigError, match="t_end"):
+        f(x, 1.0, 1e-2)

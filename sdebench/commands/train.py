@@ -71,6 +71,8 @@ def main(args) -> int:
     safe_data = args.data.replace("folder:", "").rstrip("/").split("/")[-1] or "data"
     if args.classifier:
         return _train_classifier(args, safe_data)
+    if args.consistency and args.problem is None:
+        return _distill_images(args, safe_data)
     if args.score_matching or args.consistency:
         return _mlp_experiments(args)
     out = args.out or f"checkpoints/{safe_data}_unet"
@@ -139,4 +141,27 @@ def _mlp_experiments(args) -> int:
                                   iters=args.iters, n=args.samples, seed=args.seed)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def _distill_images(args, safe_data: str) -> int:
+    from sdebench.problems.consistency import distill_unet
+    from sdebench.problems.images import digits_problem
+
+    if args.data != "digits":
+        raise ConfigError(f"--consistency without --problem distills the digits model; got --data {args.data}")
+    teachers = [t.strip() for t in args.teacher.split(",")]
+    if len(teachers) != 1:
+        raise ConfigError(f"U-Net distillation takes one --teacher, got {args.teacher!r}")
+    try:
+        N = int(args.N)
+    except ValueError:
+        raise ConfigError(f"U-Net distillation takes one --N, got {args.N!r}") from None
+    out = args.out or f"checkpoints/{safe_data}_consistency"
+    command = "sdebench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
+    cfg = distill_unet(digits_problem(), teacher=teachers[0], N=N, steps=args.steps, batch=args.batch,
+                       lr=args.lr, seed=args.seed, out=out, progress=not args.no_progress, command=command,
+                       ckpt_every=args.checkpoint_every)
+    print(f"distilled {cfg['teacher']} (N={cfg['N']}) into a U-Net for {cfg['step']} steps in {cfg['wall_s']:.1f} s;"
+          f" final loss {cfg['train_loss']:.4g}; wrote {out}.safetensors and {out}.json")
     return 0
