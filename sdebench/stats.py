@@ -172,3 +172,24 @@ def bootstrap_mean_ci(values, B: int = 1000, seed: int = 0) -> tuple[float, floa
     reps = v[rng.integers(0, len(v), size=(B, len(v)))].mean(1)
     lo, hi = np.percentile(reps, [2.5, 97.5])
     return float(v.mean()), float(lo), float(hi)
+
+
+def point_summary(df, metrics, keys, B: int = 1000, seed: int = 0):
+    """One row per (keys..., metric): mean over seeds with its bootstrap 95% CI, the mean null and at_floor.
+
+    ``df`` is a results table (one row per cell); ``keys`` the columns that identify a point (everything
+    but the seed)."""
+    import pandas as pd
+
+    out = []
+    for gkey, g in df.groupby(list(keys), sort=False, dropna=False):
+        info = dict(zip(keys, gkey if isinstance(gkey, tuple) else (gkey,)))
+        for m in metrics:
+            if m not in g or g[m].isna().all():
+                continue
+            mean, lo, hi = bootstrap_mean_ci(g[m].to_numpy(dtype=float), B=B, seed=seed)
+            null = float(g[f"{m}_null"].mean()) if f"{m}_null" in g else math.nan
+            out.append({**info, "metric": m, "mean": mean, "ci_lo": lo, "ci_hi": hi, "null": null,
+                        "seeds": int(g[m].notna().sum()),
+                        "at_floor": bool(at_floor(mean, null if math.isfinite(null) else None))})
+    return pd.DataFrame(out)

@@ -51,3 +51,16 @@ def test_regression_ci_for_single_curve():
 def test_bootstrap_mean_ci():
     m, lo, hi = bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0], B=2000)
     assert m == 2.5 and lo < 2.5 < hi
+
+
+def test_point_summary_flags_floor_and_brackets_mean():
+    import pandas as pd
+
+    from sdebench.stats import point_summary
+
+    df = pd.DataFrame({"solver": ["em"] * 6, "nfe": [8, 8, 8, 64, 64, 64], "seed": [0, 1, 2] * 2,
+                       "w2": [0.5, 0.6, 0.55, 0.02, 0.03, 0.025], "w2_null": [0.05] * 6})
+    pts = point_summary(df, ["w2"], ["solver", "nfe"], B=500).set_index("nfe")
+    assert pts.loc[8, "ci_lo"] <= pts.loc[8, "mean"] <= pts.loc[8, "ci_hi"]
+    assert not pts.loc[8, "at_floor"] and pts.loc[64, "at_floor"]
+    assert pts.loc[8, "seeds"] == 3

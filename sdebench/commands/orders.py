@@ -22,6 +22,8 @@ def add_parser(sub):
     p.add_argument("results", help="results table (.parquet or .csv) written by `sdebench run --out`")
     p.add_argument("--metrics", default=None, help="comma-separated metrics (default: every metric column present)")
     p.add_argument("--bootstrap", default="1000", help="bootstrap replicates (default 1000)")
+    p.add_argument("--points", action="store_true",
+                   help="also print every point: mean over seeds, bootstrap 95%% CI, null and at_floor")
     p.add_argument("--out", default=None, help="also write the fits to this .csv or .parquet file")
     return p
 
@@ -104,6 +106,18 @@ def main(args) -> int:
                         "at_floor", "seeds", "ci") if c in show.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
         print(show[cols].to_string(index=False))
+    if args.points:
+        from sdebench.stats import point_summary
+
+        ok = df[df["status"] == "ok"] if "status" in df.columns else df
+        keys = [k for k in GROUP if k in ok.columns] + ["nfe"]
+        pts = point_summary(ok, sorted(set(fits["metric"])), keys, B=B)
+        cols = [c for c in ("problem", "sde", "solver", "schedule", "nfe", "metric", "mean", "ci_lo", "ci_hi", "null",
+                            "seeds", "at_floor") if c in pts.columns]
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format",
+                               "{:.4g}".format):
+            print()
+            print(pts[cols].to_string(index=False))
     if args.out:
         write_table(fits, args.out)
         print(f"wrote {len(fits)} fits to {args.out}")
