@@ -28,18 +28,25 @@ _LABELS = {"w2_exact": "exact W2", "kl_exact": "exact KL", "tv_exact": "TV", "w1
 
 
 def load_results(path) -> tuple[pd.DataFrame, Path]:
-    """A results table, or a store folder (its results.parquet if present, else its consolidated cells).
-    Returns the rows and the folder that outputs go to by default."""
+    """A results table, or a store folder (consolidated afresh from its cell files, bad files reported on
+    stderr; a folder without cells/ but with results.parquet is read from that). Returns the rows and
+    the folder that outputs go to by default."""
+    import sys
+
     from .io import read_table
 
     p = Path(path)
     if p.is_dir():
+        if (p / "cells").is_dir():
+            from .store import Store
+
+            df, rep = Store(p, create=False).consolidate()
+            for line in rep.lines():
+                print(f"{p}: {line}", file=sys.stderr)
+            return df, p
         if (p / "results.parquet").is_file():
             return read_table(p / "results.parquet"), p
-        from .store import Store
-
-        df, _ = Store(p, create=False).consolidate()
-        return df, p
+        raise ConfigError(f"{str(p)!r} holds neither a cells/ store nor results.parquet")
     df = read_table(p)
     return df, p.parent
 

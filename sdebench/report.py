@@ -101,7 +101,11 @@ def _fit(nfe, Y, null):
     except ImportError:
         fit_order = None
     if fit_order is not None:
-        f = fit_order(nfe, Y, null=null, fine_is_small=False)
+        import warnings
+
+        with warnings.catch_warnings():  # a missing (seed, NFE) cell is a NaN: means of all-NaN columns warn
+            warnings.simplefilter("ignore", RuntimeWarning)
+            f = fit_order(nfe, Y, null=null, fine_is_small=False)
         return -f.slope, -f.hi, -f.lo, f.n_points, f.window
     ybar = np.nanmean(Y, axis=0)
     ok = np.isfinite(ybar) & (ybar > 0)
@@ -161,13 +165,29 @@ def _provenance(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _completeness(df: pd.DataFrame, manifest: dict | None) -> list[str]:
+    if not manifest or "keys" not in manifest or "cell_key" not in df.columns:
+        return []
+    keys = set(manifest["keys"])
+    have = int(df["cell_key"].isin(keys).sum())
+    line = f"- cells of sweep `{manifest.get('sweep', '')}`: {have} of {len(keys)} present"
+    if have < len(keys):
+        line += " (**partial**: the sweep has not finished; re-run it to resume)"
+    if manifest.get("skipped"):
+        line += f"; {len(manifest['skipped'])} incompatible solver/SDE/NFE combinations left out"
+    return [line]
+
+
 def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = True,
-                 title: str = "sdebench report") -> Path:
+                 title: str = "sdebench report", manifest: dict | None = None) -> Path:
+    """Write ``out_dir/report.md`` (and figures); ``manifest`` (the store's manifest.json) adds how many
+    of the sweep's cells are present."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tols = tuple(tol) if tol else DEFAULT_TOLS
     data = with_primary(df)
     lines = [f"# {title}", ""]
+    lines += _completeness(df, manifest)
     lines += _provenance(df)
     lines.append("")
     lines.append("Errors are the mean over seeds with a bootstrap 95% CI over seeds; `*` = below 3x the "

@@ -139,8 +139,12 @@ def test_cli_sweep_end_to_end_resume_and_results(tmp_path, capsys):
     assert "ran 0 cells" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == mtimes
     # drop one cell: only it is recomputed
+    assert "8 of 8 present" in (out / "report.md").read_text()
     victim = sorted((out / "cells").iterdir())[0]
     victim.unlink()
+    assert cli(["report", str(out), "--no-figures"]) == 0
+    text = (out / "report.md").read_text()
+    assert "7 of 8 present" in text and "partial" in text
     assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
     assert "ran 1 cells" in capsys.readouterr().out
     assert json.loads(victim.read_text())["row"]["status"] == "ok"

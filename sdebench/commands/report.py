@@ -30,6 +30,9 @@ def main(args) -> int:
     tol = None
     if args.tol:
         tol = [positive_float(t, "--tol") for t in args.tol.split(",")]
-    path = write_report(df, args.out or base, nfe=nfe, tol=tol, figures=not args.no_figures)
+    from sdebench.store import Store
+
+    manifest = Store(base, create=False).manifest() if (base / "cells").is_dir() else None
+    path = write_report(df, args.out or base, nfe=nfe, tol=tol, figures=not args.no_figures, manifest=manifest)
     print(f"wrote {path}")
     return 0

@@ -79,6 +79,6 @@ def main(args) -> int:
     if not args.no_report and len(df):
         from sdebench.report import write_report
 
-        path = write_report(df, store.root)
+        path = write_report(df, store.root, manifest=store.manifest())
         print(f"wrote {path}")
     return 0
