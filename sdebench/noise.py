@@ -118,7 +118,12 @@ class NoiseSource:
         return self
 
     def _cell_h(self, j: int) -> float:
-        return float(self.base_grid[j] - self.base_grid[j + 1])
+        # all cell widths at once (the same float64 subtractions), recomputed if base_grid is replaced
+        memo = self.__dict__.get("_h_memo")
+        if memo is None or memo[0] is not self.base_grid:
+            bg = self.base_grid
+            memo = self._h_memo = (bg, (bg[:-1] - bg[1:]).tolist())
+        return memo[1][j]
 
     def dW(self, i: int) -> torch.Tensor:
         """Brownian increment over step i (grid[i] -> grid[i+1]), variance grid[i] - grid[i+1]."""
