@@ -77,8 +77,9 @@ class Sizes:
     scale_K: tuple = (1, 2, 4, 8, 16, 32, 64)
     scale_nfe: tuple = (6, 12, 24, 48, 96)
     scale_n: int = 10_000
+    scale_dim_n: int = 1_000  # batch of the dimension series (d = 1024 at 1e4 rows is 1e7 normals a step)
     emd_n: tuple = (500, 1000, 2000, 4000)
-    sliced_n: tuple = (1_000, 10_000, 100_000)
+    sliced_n: tuple = (1_000, 3_000, 10_000)
     mmd_n: tuple = (1_000, 2_000, 4_000, 8_000)
     cov_n: tuple = (500, 2_000, 8_000)
     cov_d: tuple = (2, 8, 32)
@@ -94,8 +95,8 @@ class Sizes:
 
 
 QUICK = Sizes(batch=2_000, nfe=12, unet_batch=16, unet_nfe=4, peer_batches=(500,), scale_batch=(100, 1_000, 4_000),
-              scale_dim=(2, 8, 32), scale_K=(1, 4, 16), scale_nfe=(6, 12, 24), scale_n=1_000, emd_n=(200, 400),
-              sliced_n=(1_000, 4_000), mmd_n=(500, 1_000), cov_n=(200, 400), cov_d=(2, 4), cov_d_n=200,
+              scale_dim=(2, 8, 32), scale_K=(1, 4, 16), scale_nfe=(6, 12, 24), scale_n=1_000, scale_dim_n=500,
+              emd_n=(200, 400), sliced_n=(1_000, 4_000), mmd_n=(500, 1_000), cov_n=(200, 400), cov_d=(2, 4), cov_d_n=200,
               gpu_batch=100_000, graph_batches=(256,), repeat=1, sweep_seeds=1, sweep_nfe=1)
 
 
@@ -607,8 +608,8 @@ def scaling(sz: Sizes):
         ("batch", "em on gmm2d-ring8, NFE 12", sz.scale_batch, lambda v: _em_time(ring, v, 12, rep), True),
         ("NFE", f"em on gmm2d-ring8, batch {fmt_n(sz.scale_n)}", sz.scale_nfe,
          lambda v: _em_time(ring, sz.scale_n, v, rep), True),
-        ("dimension d", f"em, K = 8 diagonal GMM, batch {fmt_n(sz.scale_n)}, NFE 12", sz.scale_dim,
-         lambda v: _em_time(synthetic_gmm(v, 8), sz.scale_n, 12, rep), False),
+        ("dimension d", f"em, K = 8 diagonal GMM, batch {fmt_n(sz.scale_dim_n)}, NFE 12", sz.scale_dim,
+         lambda v: _em_time(synthetic_gmm(v, 8), sz.scale_dim_n, 12, rep), False),
         ("components K", f"em, d = 2 GMM, batch {fmt_n(sz.scale_n)}, NFE 12", sz.scale_K,
          lambda v: _em_time(synthetic_gmm(2, v), sz.scale_n, 12, rep), False),
     ]

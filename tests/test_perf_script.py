@@ -29,7 +29,7 @@ def perf():
 @pytest.fixture(scope="module")
 def tiny(perf):
     return replace(perf.QUICK, batch=300, unet_batch=4, unet_nfe=2, peer_batches=(200,), scale_batch=(100, 200),
-                   scale_dim=(2, 4), scale_K=(1, 2), scale_nfe=(6, 12), scale_n=200, emd_n=(50, 100),
+                   scale_dim=(2, 4), scale_K=(1, 2), scale_nfe=(6, 12), scale_n=200, scale_dim_n=100, emd_n=(50, 100),
                    sliced_n=(100, 200), mmd_n=(100, 200), cov_n=(50, 100), cov_d=(2, 3), cov_d_n=50, repeat=1)
 
 
