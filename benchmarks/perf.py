@@ -96,8 +96,8 @@ class Sizes:
 
 QUICK = Sizes(batch=2_000, nfe=12, unet_batch=16, unet_nfe=4, peer_batches=(500,), scale_batch=(100, 1_000, 4_000),
               scale_dim=(2, 8, 32), scale_K=(1, 4, 16), scale_nfe=(6, 12, 24), scale_n=1_000, scale_dim_n=500,
-              emd_n=(200, 400), sliced_n=(1_000, 4_000), mmd_n=(500, 1_000), cov_n=(200, 400), cov_d=(2, 4), cov_d_n=200,
-              gpu_batch=100_000, graph_batches=(256,), repeat=1, sweep_seeds=1, sweep_nfe=1)
+              emd_n=(200, 400), sliced_n=(1_000, 4_000), mmd_n=(500, 1_000), cov_n=(200, 400), cov_d=(2, 4),
+              cov_d_n=200, gpu_batch=100_000, graph_batches=(256,), repeat=1, sweep_seeds=1, sweep_nfe=1)
 
 
 # ---- the table ------------------------------------------------------------------------------------
