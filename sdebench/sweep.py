@@ -94,7 +94,7 @@ class Sweep:
         """Expand into ``(key, CellConfig, label)`` triples, validating every combination once."""
         from .problems import get_problem
         from .run import prepare
-        from .schedules import get_schedule
+        from .schedules import get_schedule, make_grid
         from .sde import get_sde
         from .solvers import get_solver
 
@@ -120,10 +120,15 @@ class Sweep:
                     for entry in self.solvers:
                         spec = specs[entry.name]
                         nfes = []
+                        ctx = None  # (sde object, t_end) once one NFE passed the full validation
                         for nfe in self.nfe:
                             cfg = self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None)
                             try:
-                                prepare(cfg)
+                                if ctx is None:
+                                    _, sde_obj, _, _, _, _, t_end = prepare(cfg)
+                                    ctx = (sde_obj, t_end)
+                                else:  # only the budget and the grid depend on the NFE
+                                    make_grid(ctx[0], spec.steps_for_nfe(nfe), ctx[1], schedule)
                             except ConfigError as exc:
                                 incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
                                 if self.skip_incompatible and incompatible:
