@@ -191,8 +191,9 @@ def score_time(model, x, grid, repeat, device):
     times = grid[:-1]
 
     def one_pass():
-        for t in times:
-            model.score(x, t)
+        with torch.no_grad():  # as inside sample_call: no autograd graph for a network's parameters
+            for t in times:
+                model.score(x, t)
 
     t, _ = timeit(one_pass, repeat, device)
     return t / len(times)
