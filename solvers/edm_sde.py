@@ -59,7 +59,9 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
     ``noise.normal('churn', i)``); d = (y^ - D(x^, t^))/sbar^, t^ the time with sbar = sbar^;
     y' = y^ + (sbar_{i+1} - sbar^) d; Heun correction with d' = (y' - D(x', t_{i+1}))/sbar_{i+1}:
     y_{i+1} = y^ + (sbar_{i+1} - sbar^)(d + d')/2. S_churn = 0 gives the deterministic EDM Heun
-    sampler in sbar. Weak order 1 with churn (the churn noise is a first-order SDE step); 2 NFE per step.
+    sampler in sbar. On contractive SDEs (cVP, cOU) sbar is bounded; a churned level beyond every sbar the
+    SDE reaches is replaced by sbar(T). Weak order 1 with churn (the churn noise is a first-order SDE
+    step); 2 NFE per step.
     """
     for name, v in (("S_churn", S_churn), ("S_tmin", S_tmin), ("S_tmax", S_tmax), ("S_noise", S_noise)):
         if v < 0:
@@ -73,7 +75,11 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
         gamma = gamma0 if S_tmin <= sb_i <= S_tmax else 0.0
         if gamma > 0:
             sb_hat = sb_i * (1.0 + gamma)
-            t_hat = sde.t_of_lambda(torch.tensor(-math.log(sb_hat), dtype=torch.float64))
+            try:
+                t_hat = sde.t_of_lambda(torch.tensor(-math.log(sb_hat), dtype=torch.float64))
+            except ConfigError:  # contractive SDEs: sbar is bounded, the churned level may not exist
+                t_hat = torch.tensor(sde.T, dtype=torch.float64)
+                sb_hat = float(sde.sigma(t_hat) / sde.alpha(t_hat))
             a_hat = float(sde.alpha(t_hat))
             y = y + math.sqrt(sb_hat**2 - sb_i**2) * S_noise * noise.normal("churn", i)
         else:

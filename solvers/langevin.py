@@ -35,7 +35,8 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
     with a = alpha_s/alpha_t, v = sigma_s^2 - a^2 sigma_t^2 (s = t_i > t = t_{i+1}),
         x <- x - [(a - 1) x - v score(x, s)] + sqrt(v) z_i,   z_i = dW_i / sqrt(h_i).
     Corrector at t: eps = 2 r_t (snr <|z'|> / <|score(x, t)|>)^2 (<.> = batch mean of per-sample norms,
-    r_t = (alpha_t/alpha_s)^2, score_sde's alpha_i for VP, 1 for VE), x <- x + eps score + sqrt(2 eps) z'.
+    r = min(1, (alpha_s/alpha_t)^2): score_sde's alpha_i = 1 - beta_i for VP, 1 for VE),
+    x <- x + eps score + sqrt(2 eps) z'.
     """
     if not snr > 0:
         raise ConfigError(f"pc snr must be > 0, got {snr}")
@@ -49,7 +50,7 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
         x = x - ((a - 1.0) * x - v * model.score(x, grid[i])) + math.sqrt(v) * z
         grad = model.score(x, grid[i + 1])
         zc = noise.normal("langevin", i, 0)
-        r = (t["alpha"] / s["alpha"]) ** 2
+        r = min(1.0, (s["alpha"] / t["alpha"]) ** 2)  # VP: 1 - beta_i; VE (and contractive): 1
         eps = 2.0 * r * (snr * _mean_norm(zc) / _mean_norm(grad).clamp_min(1e-30)) ** 2
         x = x + eps * grad + torch.sqrt(2.0 * eps) * zc
     return x
