@@ -99,3 +99,8 @@ def test_run_rows_carry_nulls_and_floor_flags():
     for m in ("kl", "tv", "mmd", "mode_mass"):
         assert f"{m}_null" in r and f"{m}_at_floor" in r
     assert r["tv"] > r["tv_null"]
+
+
+@pytest.mark.slow
+def test_validate_full_battery_passes(tmp_path):
+    assert cli.main(["validate", "--out", str(tmp_path / "v.md")]) == 0
