@@ -24,7 +24,11 @@ def summarize(df) -> str:
     lines[0] += " (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
     for col in ("sweep", "problem", "sde", "label", "nfe", "seed"):
         if col in df.columns:
-            vals = sorted(df[col].dropna().unique().tolist(), key=str)
+            vals = df[col].dropna().unique().tolist()
+            try:
+                vals = sorted(vals)
+            except TypeError:  # mixed types
+                vals = sorted(vals, key=str)
             shown = ", ".join(map(str, vals[:12])) + (" ..." if len(vals) > 12 else "")
             lines.append(f"  {col:9s} {len(vals):4d}: {shown}")
     for col in ("sdebench_version", "git_commit", "torch_version", "device_name"):
