@@ -147,3 +147,21 @@ def test_bad_options_are_one_line_config_errors(name, opts, match):
     prob, s, grid, model, noise, x = setup()
     with pytest.raises(ConfigError, match=match):
         get_solver(name)(model, x, grid, s, noise, **opts)
+
+
+@pytest.mark.parametrize("sde", ["cvp", "cou"])
+def test_edm_sde_on_contractive_sdes(sde):
+    """sbar is bounded on cVP / cOU: churn beyond it is capped at sbar(T) instead of failing."""
+    prob, s, grid, model, noise, x = setup(sde=sde, steps=10)
+    out = get_solver("edm-sde")(model, x, grid, s, noise)
+    assert torch.isfinite(out).all()
+
+
+def test_pc_skips_exact_gaussian_metrics():
+    """pc's batch-averaged step size is not affine in x: no w2_exact for it, but ald (affine) has one."""
+    from sdebench.run import CellConfig, run_cell
+
+    pc = run_cell(CellConfig(problem="gauss1d", solver="pc", nfe=20, metrics=("w2_exact", "w1"), n_samples=200))
+    ald = run_cell(CellConfig(problem="gauss1d", solver="ald", nfe=20, metrics=("w2_exact",), n_samples=200))
+    assert pc["status"] == "ok" and "w2_exact" not in pc and "w1" in pc
+    assert ald["status"] == "ok" and ald["w2_exact"] > 0
