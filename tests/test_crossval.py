@@ -142,4 +142,5 @@ def test_ddim_equals_diffusers():
     y = x.clone()
     for i, ts in enumerate(sch.timesteps):
         y = sch.step(prob.x0(y, grid[i], s), ts, y, eta=0.0).prev_sample
-    assert (y.double() - ours).abs().max() < 1e-6, (y.double() - ours).abs().max()
+    # DDIMScheduler keeps float64 throughout: measured 5.6e-16
+    assert (y.double() - ours).abs().max() < 1e-12, (y.double() - ours).abs().max()
