@@ -34,18 +34,37 @@ def mixture_cdf(x, w, m, s):
     return (_Phi(z) * w).sum(-1)
 
 
-def mixture_quantile(u: torch.Tensor, w, m, s, iters: int = 100) -> torch.Tensor:
-    """Q(u) of sum_k w_k N(m_k, s_k^2) by bisection (float64); u in (0, 1)."""
+def mixture_pdf(x, w, m, s):
+    z = (x[:, None] - m[None]) / s[None]
+    return (_phi(z) * w / s).sum(-1)
+
+
+def mixture_quantile(u: torch.Tensor, w, m, s, bisections: int = 24, newton: int = 8) -> torch.Tensor:
+    """Q(u) of sum_k w_k N(m_k, s_k^2), u in (0, 1), float64.
+
+    Bisection brackets the root to about 1e-6 of the support width, then safeguarded Newton steps
+    (a step that leaves the bracket is replaced by the bracket's midpoint) converge quadratically to
+    rounding level: about 4x fewer CDF evaluations than bisection alone.
+    """
     lo = torch.full_like(u, float((m - 40 * s).min()))
     hi = torch.full_like(u, float((m + 40 * s).max()))
-    for _ in range(iters):
+    for _ in range(bisections):
         mid = 0.5 * (lo + hi)
         below = mixture_cdf(mid, w, m, s) < u
         lo = torch.where(below, mid, lo)
         hi = torch.where(below, hi, mid)
-        if float((hi - lo).max()) < 1e-15 * max(1.0, float(hi.abs().max())):
+    x = 0.5 * (lo + hi)
+    for _ in range(newton):
+        F = mixture_cdf(x, w, m, s)
+        lo = torch.where(F < u, x, lo)
+        hi = torch.where(F < u, hi, x)
+        step = x - (F - u) / mixture_pdf(x, w, m, s)
+        inside = (step >= lo) & (step <= hi) & torch.isfinite(step)
+        x_new = torch.where(inside, step, 0.5 * (lo + hi))
+        if bool((x_new == x).all()):
             break
-    return 0.5 * (lo + hi)
+        x = x_new
+    return x
 
 
 def _partial_moments(q, w, m, s):
@@ -101,6 +120,9 @@ def directions(d: int, n_proj: int, seed: int = 0) -> torch.Tensor:
 def sliced_w2(x: torch.Tensor, mixture, n_proj: int = 32, seed: int = 0) -> float:
     """Sliced W2 (root mean square over ``n_proj`` fixed random directions) against the exact projections."""
     x = x.to(torch.float64).cpu()
+    if x.shape[1] == 1:  # every direction is +-1 and W2 is invariant under reflecting both laws
+        w, m, s = mixture.project(torch.ones(1, dtype=torch.float64))
+        return w2_exact_1d(x[:, 0], w, m, s)
     th = directions(x.shape[1], n_proj, seed)
     tot = 0.0
     for theta in th:
