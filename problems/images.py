@@ -242,10 +242,15 @@ class ImageProblem:
         self.name = name or data.name
         self.shape = data.shape
         self.d = data.d
+        loss = config.get("heldout_loss")
         self.description = (f"{data.name} {'x'.join(map(str, self.shape))} images, trained U-Net "
-                            f"({config.get('params', '?')} params, held-out loss {config.get('heldout_loss', '?')})")
+                            f"({config.get('params', '?')} params, held-out DSM loss "
+                            f"{loss:.4f})" if isinstance(loss, float) else f"{data.name} images, trained U-Net")
         self.classifier = classifier
         self.consistency_net = consistency  # (U-Net, config) of a distilled consistency model, or None: oracle
+        if consistency is not None:
+            self.description += f"; consistency U-Net distilled from {consistency[1].get('teacher')} " \
+                                f"(N={consistency[1].get('N')}, {consistency[1].get('step')} steps)"
         self._ref_cache: dict = {}
 
     def model_functions(self, sde) -> dict:
