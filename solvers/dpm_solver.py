@@ -199,57 +199,33 @@ def _pp_update(x, s, t, ms, lams, k, c3=2.0):
     return out + t["alpha"] * (em1 / h + 1.0) * d1 - c3 * t["alpha"] * ((em1 + h) / h**2 - 0.5) * d2
 
 
-WARMUPS = ("lower", "corrected")
-
-
-def _multistep(model, x, grid, sde, order, lower_order_final, warmup, coeff="taylor"):
-    """Multistep loop. warmup="corrected": a warm-up step of order k < ``order`` is redone with order
-    k + 1 once x0 at its end point is known (the evaluation the next step needs anyway, taken at the
-    uncorrected point, as in UniPC's corrector), so its local error is O(h^{k+2}) at no extra NFE."""
-    if warmup not in WARMUPS:
-        raise ConfigError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
+def _multistep(model, x, grid, sde, order, lower_order_final, coeff="taylor"):
     if coeff not in COEFFS:
         raise ConfigError(f"coeff must be one of {tuple(COEFFS)}, got {coeff!r}")
     c3 = COEFFS[coeff]
     steps = len(grid) - 1
     ms, lams = [], []
-    pending = None  # (x_s, s, t, k) of a warm-up step awaiting its correction
     for i in range(steps):
         s, t = at(sde, grid[i]), at(sde, grid[i + 1])
-        m = model.x0(x, grid[i])
-        if pending is not None:
-            x_prev, s_prev, t_prev, k_prev = pending
-            # nodes: the k_prev - 1 points before s, then t (the new evaluation), then s last
-            cms = ms[-k_prev:-1] + [m, ms[-1]]
-            clams = lams[-k_prev:-1] + [t_prev["lam"], lams[-1]]
-            x = _pp_update(x_prev, s_prev, t_prev, cms, clams, k_prev + 1, c3)
-            pending = None
-        ms.append(m)
+        ms.append(model.x0(x, grid[i]))
         lams.append(s["lam"])
         ms, lams = ms[-order:], lams[-order:]
-        k = _step_order(i, steps, order, lower_order_final)
-        x_new = _pp_update(x, s, t, ms, lams, k, c3)
-        if warmup == "corrected" and k == i + 1 < order:  # a warm-up step (short history)
-            pending = (x, s, t, k)
-        x = x_new
+        x = _pp_update(x, s, t, ms, lams, _step_order(i, steps, order, lower_order_final), c3)
     return x
 
 
 @register("dpm-solver++2m", kind="ode", order=2, nfe_per_step=1, family="DPM-Solver", paper=_PAPER2)
-def dpm_solver_pp2m(model, x, grid, sde, noise, lower_order_final: bool = False, warmup: str = "lower"):
+def dpm_solver_pp2m(model, x, grid, sde, noise, lower_order_final: bool = False):
     """DPM-Solver++(2M), multistep, data prediction. Order 2, 1 NFE per step.
 
     x_t = (sigma_t/sigma_s) x_s - alpha_t expm1(-h) [(1 + 1/(2r)) D_s - 1/(2r) D_prev],
-    r = h_prev / h, D = x0 prediction. First step (and the last if lower_order_final) is order 1;
-    warmup="corrected" re-does the first step at order 2 once x0 at its end is known (no extra NFE).
+    r = h_prev / h, D = x0 prediction. First step (and the last if lower_order_final) is order 1.
     """
-    return _multistep(model, x, grid, sde, 2, lower_order_final, warmup)
+    return _multistep(model, x, grid, sde, 2, lower_order_final)
 
 
 @register("dpm-solver++3m", kind="ode", order=3, nfe_per_step=1, family="DPM-Solver", paper=_PAPER2)
-def dpm_solver_pp3m(
-    model, x, grid, sde, noise, lower_order_final: bool = False, warmup: str = "lower", coeff: str = "taylor"
-):
+def dpm_solver_pp3m(model, x, grid, sde, noise, lower_order_final: bool = False, coeff: str = "taylor"):
     """DPM-Solver++(3M), multistep, data prediction. Order 3, 1 NFE per step.
 
     With r0 = h_0/h, r1 = h_1/h (previous two step sizes in lambda), D1_0 = (D_0 - D_1)/r0,
@@ -257,10 +233,10 @@ def dpm_solver_pp3m(
     x_t = (sigma_t/sigma_s) x_s - alpha_t phi_1 D_0 + alpha_t (phi_1/h + 1) D1 - c alpha_t ((phi_1 + h)/h^2 - 1/2) D2,
     phi_1 = expm1(-h); c = 2 (coeff="taylor", the exact integral of the quadratic interpolant: order 3)
     or c = 1 (coeff="reference": the coefficient of the DPM-Solver and diffusers code, measured
-    globally order 2). Warm-up orders 1, 2 (warmup="corrected" re-does them one order higher at no
-    extra NFE); lower_order_final lowers the last two steps to orders 2, 1.
+    globally order 2). Warm-up orders 1, 2 (their error is weighted by alpha_T, tiny: the global order
+    stays 3); lower_order_final lowers the last two steps to orders 2, 1.
     """
-    return _multistep(model, x, grid, sde, 3, lower_order_final, warmup, coeff)
+    return _multistep(model, x, grid, sde, 3, lower_order_final, coeff)
 
 
 @register(

@@ -70,7 +70,7 @@ def test_unipc_order2_is_third_order():
 
 
 def test_ipndm_and_heun_sde_orders():
-    """iPNDM: the order-1 first step limits the global order to 2 (measured -2.0); heun-sde is weak
+    """iPNDM: measured global order 2 (slope -2.0; order-1 start, fixed AB weights); heun-sde is weak
     order 2 on a Gaussian target (linear drift), exact W2 of its Gaussian output law."""
     steps, errs = w2_curve("ipndm", [40, 80, 160])
     assert abs(slope(steps, errs) + 2.0) < 0.2, errs

@@ -64,12 +64,10 @@ def test_singlestep_nfe_counted(nfe):
 def test_multistep_options_recorded_and_checked():
     prob, s, grid, model, noise, x = setup()
     spec = get_solver("dpm-solver++3m")
-    assert spec.options == {"lower_order_final": False, "warmup": "lower", "coeff": "taylor"}
+    assert spec.options == {"lower_order_final": False, "coeff": "taylor"}
     a = spec(model, x, grid, s, noise)
     b = spec(model, x, grid, s, noise, lower_order_final=True)
     assert not torch.allclose(a, b)
-    with pytest.raises(ConfigError, match="warmup"):
-        spec(model, x, grid, s, noise, warmup="bogus")
     with pytest.raises(ConfigError, match="coeff"):
         spec(model, x, grid, s, noise, coeff="bogus")
 
