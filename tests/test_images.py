@@ -206,3 +206,26 @@ def test_digits_through_run_cell(tmp_path, monkeypatch):
                                metrics=("path_err",)))
     assert cons["status"] == "ok" and cons["nfe"] == 1
     assert cons["path_err"] < 1e-3  # the oracle consistency function is the reference ODE solve itself
+
+
+def test_every_solver_samples_digits():
+    """Every registered solver runs on the committed digits model at its smallest budget (consistency
+    samplers, whose oracle is a dopri5 solve, are covered in test_digits_through_run_cell)."""
+    from sdebench.run import CellConfig, run_cell
+    from sdebench.solvers import SOLVERS
+
+    for name, spec in SOLVERS.items():
+        if spec.family == "consistency":
+            continue
+        nfe = 1
+        if not spec.adaptive:
+            for cand in range(1, 11):
+                try:
+                    spec.steps_for_nfe(cand)
+                except ConfigError:
+                    continue
+                nfe = cand
+                break
+        row = run_cell(CellConfig(problem="digits", solver=name, nfe=nfe, n_samples=4, metrics=("sliced_w2",)))
+        assert row["status"] in ("ok", "diverged"), (name, row.get("error"))
+        assert spec.adaptive or row["nfe"] == nfe, name
