@@ -181,24 +181,29 @@ def _rh_nfe(steps, grid=None):
 @register("torchsde-euler", kind="sde", order=1, strong_order=1.0, nfe_per_step=1, family="back-end (torchsde)",
           paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)")
 def torchsde_euler(model, x, grid, sde, noise):
-    """torchsde 'euler' on the reverse SDE in s = T - t: x' = x + a(s, x) h + b(s) dW. Same update as
-    ``em``. Weak order 1, strong order 1 (additive noise), 1 NFE per step. Uniform grids only."""
+    """torchsde 'euler' on the reverse SDE (same update as ``em``). Strong order 1, 1 NFE per step.
+
+    x' = x + a(s, x) h + b(s) dW in reverse time s = T - t. Weak order 1. Uniform grids only."""
     return _sdeint("torchsde-euler", model, x, grid, sde, noise)
 
 
 @register("torchsde-milstein", kind="sde", order=1, strong_order=1.0, nfe_per_step=1,
           family="back-end (torchsde)", paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)")
 def torchsde_milstein(model, x, grid, sde, noise):
-    """torchsde 'milstein' (Ito): x' = x + a h + b dW + (1/2) b b' (dW^2 - h); with additive noise
-    b' = 0, so it reduces to Euler-Maruyama. Weak order 1, strong order 1, 1 NFE per step. Uniform grids."""
+    """torchsde 'milstein' (Ito) on the reverse SDE. Strong order 1, 1 NFE per step.
+
+    x' = x + a h + b dW + (1/2) b b' (dW^2 - h); with additive noise b' = 0, so it reduces to
+    Euler-Maruyama. Weak order 1. Uniform grids only."""
     return _sdeint("torchsde-milstein", model, x, grid, sde, noise)
 
 
 @register("torchsde-srk", kind="sde", order=2, strong_order=1.5, nfe_per_step=2, family="back-end (torchsde)",
           paper=_TORCHSDE + "; Roessler 2010 (SRA1)", budget_text="multiples of 2 (uniform-in-t grid)")
 def torchsde_srk(model, x, grid, sde, noise):
-    """torchsde 'srk' on additive noise = Roessler's SRA1 (the same scheme as ``srk``), fed dW and the
-    space-time integral U = int (W - W_s) du from the noise source. Strong order 1.5, 2 NFE per step."""
+    """torchsde 'srk' (Roessler's SRA1 for additive noise). Strong order 1.5, 2 NFE per step.
+
+    The same scheme as ``srk``, fed dW and the space-time integral U = int (W - W_s) du from the noise
+    source. Uniform grids only."""
     return _sdeint("torchsde-srk", model, x, grid, sde, noise)
 
 
@@ -207,9 +212,11 @@ def torchsde_srk(model, x, grid, sde, noise):
           nfe_for_steps=_rh_nfe, steps_for_nfe=lambda nfe: _rh_steps(nfe),
           budget_text="any NFE >= 2 (N steps cost N + 1: one extra drift at the start; uniform-in-t grid)")
 def torchsde_reversible_heun(model, x, grid, sde, noise):
-    """torchsde 'reversible_heun' (Stratonovich = Ito here): z' = 2 y - z + a(s, z) h + b dW,
-    y' = y + (a(s, z) + a(s', z')) h / 2 + b dW (drift reused across steps). Strong order 1 for
-    additive noise (0.5 in general), N + 1 NFE for N steps. Uniform grids only."""
+    """torchsde 'reversible_heun' (Kidger et al.). Strong order 1 (additive noise); N + 1 NFE for N steps.
+
+    z' = 2 y - z + a(s, z) h + b dW, y' = y + (a(s, z) + a(s', z')) h / 2 + b dW (drift reused across
+    steps; Stratonovich = Ito for additive noise; strong order 0.5 in general). Not stable on strongly
+    dissipative drifts. Uniform grids only."""
     return _sdeint("torchsde-reversible-heun", model, x, grid, sde, noise)
 
 
@@ -232,8 +239,9 @@ def _odeint():
 
 @register("rk4", kind="ode", order=4, nfe_per_step=4, family="back-end (torchdiffeq)", paper=_TORCHDIFFEQ)
 def rk4(model, x, grid, sde, noise):
-    """torchdiffeq 'rk4' (Kutta's 3/8 rule) on the probability-flow ODE dx/dt = f x - g^2/2 score,
-    stepping exactly on the solver grid T -> t_end. Order 4, 4 NFE per step."""
+    """torchdiffeq 'rk4' (Kutta's 3/8 rule) on the probability-flow ODE. Order 4, 4 NFE per step.
+
+    dx/dt = f x - g^2/2 score, stepping exactly on the solver grid T -> t_end."""
     odeint = _odeint()
 
     def v(t, y):
@@ -246,9 +254,11 @@ def rk4(model, x, grid, sde, noise):
           paper=_TORCHDIFFEQ + "; Dormand & Prince 1980",
           budget_text="adaptive: NFE is set by rtol/atol and counted")
 def dopri5(model, x, grid, sde, noise, rtol: float = 1e-5, atol: float = 1e-5):
-    """Adaptive Dormand-Prince 5(4) (torchdiffeq) on the probability-flow ODE from grid[0] = T to
-    grid[-1] = t_end (intermediate grid points are ignored). Order 5; NFE (about 6 per accepted step,
-    rejected steps and the initial step-size probe included) is whatever rtol/atol need, counted.
+    """Adaptive Dormand-Prince 5(4) (torchdiffeq) on the probability-flow ODE. Order 5; NFE adaptive, counted.
+
+    Integrates from grid[0] = T to grid[-1] = t_end (intermediate grid points are ignored). The NFE
+    (about 6 per accepted step, rejected steps and the initial step-size probe included) is whatever
+    rtol/atol need, counted.
     At rtol = atol = 1e-10 it is the reference ODE solution for pathwise errors."""
     if not (rtol > 0 and atol > 0):
         raise ConfigError(f"dopri5 needs rtol > 0 and atol > 0, got rtol={rtol}, atol={atol}")

@@ -21,7 +21,9 @@ _AB = {
 @register("ipndm", kind="ode", order=4, nfe_per_step=1, family="PNDM / DEIS",
           paper="Zhang & Chen 2023 (DEIS, iPNDM); Liu et al. 2022 (PNDM)")
 def ipndm(model, x, grid, sde, noise):
-    """iPNDM: y_{i+1} = y_i + (sbar_{i+1} - sbar_i) sum_j c_j eps_{i-j}, y = x/alpha, sbar = sigma/alpha.
+    """iPNDM: Adams-Bashforth (up to 4th order) on the DDIM ODE in sbar = sigma/alpha. 1 NFE per step.
+
+    y_{i+1} = y_i + (sbar_{i+1} - sbar_i) sum_j c_j eps_{i-j}, y = x/alpha.
 
     c = AB weights of order min(i + 1, 4): (1), (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24.
     Order 4 on grids uniform in sbar (fixed weights: lower on strongly non-uniform grids); 1 NFE per step.

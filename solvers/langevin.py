@@ -62,8 +62,10 @@ pc.nonaffine = True  # batch-averaged snr step size: the exact-Gaussian metrics 
 @register("ald", kind="sde", order=1, nfe_per_step=ALD_STEPS_PER_LEVEL, family="Langevin",
           paper="Song & Ermon 2019 (NCSN, Alg. 1)")
 def ald(model, x, grid, sde, noise, eps: float = 0.2):
-    """Annealed Langevin dynamics over the noise levels of the grid (geometric in sigma on a logSNR
-    grid), 5 Langevin steps per level, 5 NFE per step. Weak order 1 (biased for finite step sizes).
+    """Annealed Langevin dynamics (NCSN), 5 Langevin steps per noise level. Weak order 1; 5 NFE per step.
+
+    The levels are the grid points (geometric in sigma on a logSNR grid for VE); the sampler is biased
+    for a finite step size.
 
     Level i = grid[i + 1] with sbar_i = sigma/alpha. NCSN's step alpha_i = e sigma_i^2 / sigma_L^2 is
     written as a_i = eps sbar_i^2 with eps = e / sigma_L^2 (NCSN: 2e-5 / 0.01^2 = 0.2, the default), so

@@ -79,8 +79,10 @@ def _update(x, s, t, ms, lams, order, m_t=None):
 @register("unipc", kind="ode", order=3, nfe_per_step=1, family="UniPC",
           paper="Zhao et al. 2023 (UniPC)")
 def unipc(model, x, grid, sde, noise, order: int = 3, lower_order_final: bool = False):
-    """UniPC-bh2: UniP-p predictor + UniC-p corrector (order p + 1 with the corrector), multistep, data
-    prediction. Default p = 3; warm-up orders 1, 2, ...; no corrector on the last step. 1 NFE per step.
+    """UniPC-bh2 multistep predictor-corrector, order 3 predictor (p + 1 = 4 with UniC). 1 NFE per step.
+
+    UniP-p predictor + UniC-p corrector; default p = 3; warm-up orders 1, 2, ...; no corrector on the
+    last step.
 
     Predictor:  x_t = (sigma_t/sigma_s) x_s - alpha_t expm1(-h) x0_s - alpha_t B(h) sum_k a_k D_k,
     corrector: the same with coefficients c solving R_p c = b_p and x0(x_t, t) - x0_s as last difference
