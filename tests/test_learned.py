@@ -33,7 +33,7 @@ def test_objectives_differ_by_a_constant(pname):
         torch.manual_seed(seed)
         nets.append(ScoreMLP(prob.d, sde, 1.0, hidden=16).double())
     x, t, z, g = _batch(prob, sde, 40_000, 0)
-    d = {obj: [float(_loss(net, obj, x, t, z, torch.Generator().manual_seed(5))) for net in nets]
+    d = {obj: [float(_loss(net, obj, x, t, z, torch.Generator().manual_seed(5)).detach()) for net in nets]
          for obj in ("dsm", "ssm", "ism")}
     diff = {k: v[0] - v[1] for k, v in d.items()}
     scale = abs(diff["dsm"])
