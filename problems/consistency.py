@@ -178,6 +178,12 @@ def distillation_table(problem, sde, teachers, Ns, iters: int = 2000, n: int = 2
     from sdebench.schedules import make_grid
     from sdebench.solvers import get_solver
 
+    for teacher in teachers:
+        if get_solver(teacher).kind != "ode":
+            raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is "
+                              f"{get_solver(teacher).kind}")
+    if not Ns or min(Ns) < 1:
+        raise ConfigError(f"teacher grid sizes N must be >= 1, got {Ns}")
     t_end = sde.t_end_default
     T = torch.tensor(sde.T, dtype=torch.float64)
     x_T = problem.sample_t(n, sde.T, sde, generator=torch.Generator().manual_seed(seed + 7))

@@ -143,6 +143,9 @@ def learned_table(problem, sde, objectives=OBJECTIVES, iters: int = 2000, solver
     from sdebench.schedules import make_grid
     from sdebench.solvers import get_solver
 
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad:
+        raise ConfigError(f"unknown score-matching objective {bad[0]!r}; valid: {', '.join(OBJECTIVES)}")
     spec = get_solver(solver)
     t_end = sde.t_end_default
     grid = make_grid(sde, spec.steps_for_nfe(nfe), t_end, "logsnr")

@@ -65,3 +65,19 @@ def test_distillation_table_teacher_orders():
     r = {(row["teacher"], row["N"]): row["teacher_err"] for row in rows}
     assert 1.6 < r[("euler", 16)] / r[("euler", 32)] < 2.5
     assert 3.0 < r[("heun", 16)] / r[("heun", 32)] < 5.0
+
+
+def test_cli_experiment_errors(capsys):
+    from sdebench.cli import main
+
+    cases = [
+        (["train", "--score-matching", "dsm,nce", "--problem", "gmm1d"], "unknown score-matching objective 'nce'"),
+        (["train", "--score-matching", "dsm"], "need --problem"),
+        (["train", "--consistency", "--problem", "gmm1d", "--teacher", "em"], "must be an ODE solver"),
+        (["train", "--consistency", "--problem", "gmm1d", "--N", "4,x"], "--N must be comma-separated"),
+        (["train", "--consistency", "--problem", "nope"], "unknown problem 'nope'"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, (argv, err)
