@@ -14,14 +14,6 @@ from sdebench.sde import get_sde
 from sdebench.solvers import get_solver
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def run(name, problem="gmm1d", sde="vp", steps=20, schedule="uniform", n=64, seed=3, base_steps=None, **opts):
     prob, s = get_problem(problem), get_sde(sde)
     grid = make_grid(s, steps, s.t_end_default, schedule)

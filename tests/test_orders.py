@@ -16,14 +16,6 @@ import torch
 from sdebench.run import CellConfig, run_cell
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool contention on a shared machine (10x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def w2_curve(solver, nfes, sde="vp", schedule="logsnr", problem="gauss1d", **options):
     steps, errs = [], []
     for nfe in nfes:

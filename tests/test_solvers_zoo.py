@@ -15,14 +15,6 @@ from sdebench.solvers import SOLVERS, get_solver
 from sdebench.solvers.dpm_solver import singlestep_orders
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread-pool contention on a shared machine (10x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def setup(problem="gmm1d", sde="vp", steps=12, schedule="logsnr", n=64, seed=0):
     prob = get_problem(problem)
     s = get_sde(sde)
