@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "BLOCK"]
+__all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "BLOCK", "GENERATORS", "counter_normal"]
 
 BLOCK = 256
 
@@ -50,6 +50,55 @@ def _block_seeds(seed: int, key: tuple, blocks: int) -> list[int]:
     return out
 
 
+def _signed(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+_COUNTER_CHUNK = 1 << 22  # elements hashed at a time (bounds the int64 temporaries)
+
+
+def _lsr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finalizer on int64 tensors (wrapping multiplication)."""
+    z = (z ^ _lsr(z, 30)) * _MIX1
+    z = (z ^ _lsr(z, 27)) * _MIX2
+    return z ^ _lsr(z, 31)
+
+
+def counter_normal(seed: int, key: tuple, n: int, event_shape, dtype=torch.float64, device="cpu") -> torch.Tensor:
+    """Keyed N(0, I) of shape (n, *event_shape) from a counter-based hash, vectorized over the whole draw.
+
+    Element e = row * D + column gets u_j = U(mix64(mix64(key_seed + (2e + j) * golden))), j = 0, 1 (53-bit
+    uniforms) and z = sqrt(-2 log(1 - u_0)) cos(2 pi u_1) (Box-Muller). A value depends only on
+    (seed, key, row, column): batch-size independent by construction, with no per-block generator
+    seeding, so a draw is a few dozen elementwise kernels whatever n is (the GPU path of NoiseSource)."""
+    device = torch.device(device)
+    D = math.prod(event_shape)
+    total = n * D
+    base = _key_seed(seed, key)
+    out = torch.empty(total, dtype=torch.float64, device=device)
+    two_pi = 2.0 * math.pi
+    for start in range(0, total, _COUNTER_CHUNK):
+        e = torch.arange(start, min(total, start + _COUNTER_CHUNK), dtype=torch.int64, device=device)
+        u = []
+        for j in (0, 1):
+            z = _mix64(_mix64((2 * e + j) * _GOLDEN + base))
+            u.append(_lsr(z, 11).to(torch.float64) * (2.0**-53))
+        out[start : start + e.numel()] = torch.sqrt(-2.0 * torch.log1p(-u[0])) * torch.cos(two_pi * u[1])
+    return out.reshape((n, *event_shape)).to(dtype)
+
+
+GENERATORS = ("auto", "blocks", "counter")
+
+
 class NoiseSource:
     """Standard normal draws of shape ``(n, *event_shape)`` keyed by a tuple, plus Brownian increments.
 
@@ -59,9 +108,15 @@ class NoiseSource:
     n, event_shape : batch rows and per-sample shape of every draw
     base_grid : float64 tensor (T -> t_end) on which the Brownian path is sampled; ``None`` means
         "whatever grid the solver uses" (set by the harness with :meth:`for_grid`).
+    generator : "blocks" (a torch generator seeded per (seed, key, 256-row block): the CPU default,
+        whose values every committed CPU result was drawn with), "counter" (:func:`counter_normal`,
+        vectorized over the whole batch: the CUDA default, where per-block seeding would cost one
+        generator seed and kernel launch per 256 rows), or "auto" (blocks on the CPU, counter elsewhere).
+        Both are keyed and batch-size independent; they give different values.
     """
 
-    def __init__(self, seed: int, n: int, event_shape, dtype=torch.float64, device="cpu", base_grid=None):
+    def __init__(self, seed: int, n: int, event_shape, dtype=torch.float64, device="cpu", base_grid=None,
+                 generator: str = "auto"):
         self.seed = int(seed)
         self.n = int(n)
         self.event_shape = tuple(event_shape)
@@ -70,12 +125,19 @@ class NoiseSource:
         self.base_grid = None if base_grid is None else base_grid.to(torch.float64).cpu()
         self._stride = 1
         self._cache: dict = {}
+        if generator not in GENERATORS:
+            from .errors import ConfigError
+
+            raise ConfigError(f"unknown noise generator {generator!r}; valid: {', '.join(GENERATORS)}")
+        self.generator = ("blocks" if self.device.type == "cpu" else "counter") if generator == "auto" else generator
 
     # ---- raw keyed draws ----------------------------------------------------------------------
     def standard_normal(self, key: tuple) -> torch.Tensor:
         """N(0, I) of shape (n, *event_shape); the same key always gives the same values.
 
         Returns a fresh tensor on every call (``dW_I`` scales it in place); subclasses must too."""
+        if getattr(self, "generator", "blocks") == "counter":
+            return counter_normal(self.seed, key, self.n, self.event_shape, self.dtype, self.device)
         # Each block's generator is seeded exactly as before; full blocks are filled in place (a
         # contiguous row slice draws the same numbers as a fresh (BLOCK, ...) tensor), only a
         # partial last block goes through a temporary. Measured in benchmarks/perf.py.
