@@ -239,9 +239,14 @@ def overhead(sz: Sizes, device="cpu", section="overhead"):
     src = NoiseSource(0, n, (prob.d,), dtype=x.dtype, device=device)
     t_draw, _ = timeit(lambda: src.standard_normal(("perf", 0)), sz.repeat, device)
     t_randn, _ = timeit(lambda: torch.randn(x.shape, dtype=x.dtype, device=device), sz.repeat, device)
-    row(section, "one keyed noise draw (NoiseSource, 256-row blocks)", fmt_n(n), fmt_s(t_draw), fmt_s(t_randn),
-        f"{t_draw / t_score:.2f} of a score", "", "",
+    row(section, f"one keyed noise draw (NoiseSource, generator {src.generator!r})", fmt_n(n), fmt_s(t_draw),
+        fmt_s(t_randn), f"{t_draw / t_score:.2f} of a score", "", "",
         "reference = one unkeyed torch.randn of the same shape; SDE solvers draw once (srk twice) per step")
+    if src.generator != "counter":
+        csrc = NoiseSource(0, n, (prob.d,), dtype=x.dtype, device=device, generator="counter")
+        t_c, _ = timeit(lambda: csrc.standard_normal(("perf", 0)), sz.repeat, device)
+        row(section, "one keyed noise draw (generator 'counter', the GPU default)", fmt_n(n), fmt_s(t_c),
+            fmt_s(t_randn), f"{t_c / t_score:.2f} of a score", "", "", "same reference")
     misses = []
     for name in fixed_grid_solvers():
         if sz.solvers is not None and name not in sz.solvers:
@@ -727,7 +732,7 @@ def gpu_measure(sz: Sizes, dev: str, graphs: bool = True, copy_mib: int = 256):
         return
     # CUDA graphs: a whole deterministic sampling call captured once, replayed
     for nb in sz.graph_batches:
-        for sname in ("euler", "dpm-solver++2m"):
+        for sname in ("euler", "dpm-solver++2m", "em"):
             if sname not in SOLVERS:
                 continue
             spec = get_solver(sname)
@@ -754,7 +759,8 @@ def gpu_measure(sz: Sizes, dev: str, graphs: bool = True, copy_mib: int = 256):
                 t_graph, out = timeit(replay, 5, dev)
                 diff = float((out - ref).abs().max())
                 row("gpu", f"CUDA graph, {sname}, gmm-d32, NFE 20", fmt_n(nb), fmt_s(t_graph), fmt_s(t_eager),
-                    f"{t_eager / t_graph:.2f}x", "", "", f"reference = eager; max/diff/ {diff:.1e}")
+                    f"{t_eager / t_graph:.2f}x", "", "", f"reference = eager; max/diff/ {diff:.1e}"
+                    + ("; counter noise of seed 0 captured in the graph (recapture per seed)" if sname == "em" else ""))
             except Exception as exc:  # capture can fail on drivers/ops; report, don't hide
                 row("gpu", f"CUDA graph, {sname}", fmt_n(nb), "failed", fmt_s(t_eager), "", "", "n/a",
                     str(exc).splitlines()[0][:100])
