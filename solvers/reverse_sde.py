@@ -30,8 +30,9 @@ def em(model, x, grid, sde, noise):
     for i in range(len(grid) - 1):
         c = at(sde, grid[i])
         h = float(grid[i] - grid[i + 1])
-        drift = c["f"] * x - c["g2"] * model.score(x, grid[i])
-        x = x - h * drift + math.sqrt(c["g2"]) * noise.dW(i)
+        # x - h (f x - g2 s) + g dW, the same roundings with 4 batch-sized temporaries instead of 7
+        drift = (x * c["f"]).sub_(model.score(x, grid[i]) * c["g2"])
+        x = (x - drift.mul_(h)).add_(noise.dW(i) * math.sqrt(c["g2"]))
     return x
 
 
@@ -57,8 +58,8 @@ def ei(model, x, grid, sde, noise):
         hstep = float(grid[i] - grid[i + 1])
         c_score = ei_score_coeff(sde, s["t"], t["t"])
         std = t["sigma"] * math.sqrt(math.expm1(2 * (t["lam"] - s["lam"])))
-        x = (t["alpha"] / s["alpha"]) * x + c_score * model.score(x, grid[i])
-        x = x + std * noise.dW(i) / math.sqrt(hstep)
+        x = (x * (t["alpha"] / s["alpha"])).add_(model.score(x, grid[i]) * c_score)
+        x = x.add_((noise.dW(i) * std).div_(math.sqrt(hstep)))
     return x
 
 
@@ -77,7 +78,7 @@ def ddpm(model, x, grid, sde, noise):
         a_st = s["alpha"] / t["alpha"]
         # v_{s|t} = sigma_s^2 (1 - e^{-2h}) computed without cancellation
         v_st = s["sigma"] ** 2 * -math.expm1(-2 * (t["lam"] - s["lam"]))
-        mean = (t["alpha"] * v_st / s["sigma"] ** 2) * x0 + (a_st * t["sigma"] ** 2 / s["sigma"] ** 2) * x
+        mean = (x0 * (t["alpha"] * v_st / s["sigma"] ** 2)).add_(x * (a_st * t["sigma"] ** 2 / s["sigma"] ** 2))
         std = math.sqrt(v_st) * t["sigma"] / s["sigma"]
-        x = mean + std * noise.dW(i) / math.sqrt(hstep)
+        x = mean.add_((noise.dW(i) * std).div_(math.sqrt(hstep)))
     return x
