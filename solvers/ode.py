@@ -17,7 +17,7 @@ def euler(model, x, grid, sde, noise):
     """Euler on the probability-flow ODE: x_{i+1} = x_i - h_i v(x_i, t_i). Order 1, 1 NFE per step."""
     for i in range(len(grid) - 1):
         h = float(grid[i] - grid[i + 1])
-        x = x - h * pf_drift(model, sde, x, grid[i])
+        x = x - pf_drift(model, sde, x, grid[i]).mul_(h)
     return x
 
 
@@ -73,10 +73,10 @@ def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     for i in range(len(grid) - 1):
         s, t = at(sde, grid[i]), at(sde, grid[i + 1])
         x0 = model.x0(x, grid[i])
-        eps = (x - s["alpha"] * x0) / s["sigma"]
+        eps = (x - x0 * s["alpha"]).div_(s["sigma"])
         h = t["lam"] - s["lam"]
         s_noise = eta * t["sigma"] * math.sqrt(-math.expm1(-2 * h))
-        x = t["alpha"] * x0 + math.sqrt(t["sigma"] ** 2 - s_noise**2) * eps
+        x = (x0 * t["alpha"]).add_(eps.mul_(math.sqrt(t["sigma"] ** 2 - s_noise**2)))
         if eta > 0:
             x = x + s_noise * noise.dW(i) / math.sqrt(float(grid[i] - grid[i + 1]))
     return x
