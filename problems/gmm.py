@@ -153,12 +153,7 @@ class GaussianMixture:
         (The expansion costs ~1e-13 relative in the logits near t = 0, against ~1e-16 for the residual
         form; it is used for score and x0 only, never for log_prob.) Returns (P, a, s2, 1/c, a mu/c, r)."""
         P = self._params(x.dtype, x.device)
-        a, s2 = self._coeffs(sde, t)
-        c = a * a * P["lam"] + s2  # (K, d)
-        ic = 1.0 / c
-        amu = a * P["mu"]
-        amu_ic = amu * ic
-        const = P["logw"] - 0.5 * torch.log(c).sum(-1) - 0.5 * (amu * amu_ic).sum(-1)  # (K,)
+        a, s2, ic, amu_ic, const = self._diag_terms(P, sde, t, x.dtype, x.device)
         # softmax over K written out: torch.softmax over a short last dimension is ~2x slower on CPU
         if torch.is_grad_enabled() and x.requires_grad:
             logits = torch.addmm(torch.addmm(const, x * x, ic.T, alpha=-0.5), x, amu_ic.T)
@@ -169,6 +164,30 @@ class GaussianMixture:
         e = torch.addmm(const, x * x, ic.T, alpha=-0.5).addmm_(x, amu_ic.T)
         e = e.sub_(e.amax(-1, keepdim=True)).exp_()
         return P, a, s2, ic, amu_ic, e.div_(e.sum(-1, keepdim=True))
+
+    def _diag_terms(self, P, sde, t, dtype, device):
+        """(a, s^2, 1/c, a mu/c, const) at time t: the small (K, d) tensors of _diag. Memoized per
+        (SDE class and parameters, t, dtype, device), so a repeated grid computes them once."""
+        key = None
+        params = getattr(sde, "params", None)
+        if callable(params):
+            key = (type(sde), tuple(sorted(params().items())), float(getattr(sde, "T", 0.0)), float(t), dtype,
+                   str(device))
+            memo = self._cache.setdefault("diag_terms", {})
+            if key in memo:
+                return memo[key]
+        a, s2 = self._coeffs(sde, t)
+        c = a * a * P["lam"] + s2  # (K, d)
+        ic = 1.0 / c
+        amu = a * P["mu"]
+        amu_ic = amu * ic
+        const = P["logw"] - 0.5 * torch.log(c).sum(-1) - 0.5 * (amu * amu_ic).sum(-1)  # (K,)
+        out = (a, s2, ic, amu_ic, const)
+        if key is not None:
+            if len(memo) > 512:
+                memo.clear()
+            memo[key] = out
+        return out
 
     def score(self, x, t, sde) -> torch.Tensor:
         if self.diagonal and x.ndim == 2:
