@@ -27,6 +27,8 @@ from torch import nn
 
 from sdebench.errors import ConfigError
 
+from .learned import feature_mlp
+
 __all__ = ["gaussian_consistency", "ode_consistency", "oracle_consistency", "ConsistencyMLP", "distill",
            "mlp_consistency_function", "distillation_table", "distill_unet", "network_consistency_function"]
 
@@ -82,12 +84,7 @@ class ConsistencyMLP(nn.Module):
     def __init__(self, d: int, sde, t_end: float, data_std: float, hidden: int = 128, depth: int = 3):
         super().__init__()
         self.d, self.sde, self.t_end, self.sd = d, sde, float(t_end), float(data_std)
-        layers, w = [], d + 16
-        for _ in range(depth):
-            layers += [nn.Linear(w, hidden), nn.SiLU()]
-            w = hidden
-        layers.append(nn.Linear(w, d))
-        self.F = nn.Sequential(*layers)
+        self.F = feature_mlp(d, hidden, depth)
         self.a_e = _ae(sde, t_end)[0]
         self.s_e = math.sqrt(_ae(sde, t_end)[1]) / self.a_e
 

@@ -30,18 +30,23 @@ __all__ = ["ScoreMLP", "train_score", "score_error", "OBJECTIVES", "learned_mode
 OBJECTIVES = ("dsm", "ssm", "ism")
 
 
+def feature_mlp(d: int, hidden: int, depth: int, n_time_features: int = 16) -> nn.Sequential:
+    """SiLU MLP from [x (d), time features] to R^d: ``depth`` hidden layers of width ``hidden``."""
+    layers, w = [], d + n_time_features
+    for _ in range(depth):
+        layers += [nn.Linear(w, hidden), nn.SiLU()]
+        w = hidden
+    layers.append(nn.Linear(w, d))
+    return nn.Sequential(*layers)
+
+
 class ScoreMLP(nn.Module):
     """eps_theta(x, t) = F([x / sqrt(alpha_t^2 v + sigma_t^2), features(lambda_t)]) (v: data variance)."""
 
     def __init__(self, d: int, sde, data_var: float, hidden: int = 128, depth: int = 3):
         super().__init__()
         self.d, self.sde, self.v = d, sde, float(data_var)
-        layers, w = [], d + 16
-        for _ in range(depth):
-            layers += [nn.Linear(w, hidden), nn.SiLU()]
-            w = hidden
-        layers.append(nn.Linear(w, d))
-        self.F = nn.Sequential(*layers)
+        self.F = feature_mlp(d, hidden, depth)
 
     def coeffs(self, t, like: torch.Tensor):
         t64 = torch.as_tensor(t, dtype=torch.float64).reshape(-1).cpu()
