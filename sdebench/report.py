@@ -178,6 +178,27 @@ def _completeness(df: pd.DataFrame, manifest: dict | None) -> list[str]:
     return [line]
 
 
+def summary_text(df: pd.DataFrame) -> str:
+    """Plain-text tables for a terminal: per problem and SDE, the headline metric's mean over seeds
+    for every solver (rows) and NFE (columns); ``*`` marks a mean below 3x its Monte Carlo floor."""
+    data = with_primary(df)
+    blocks = []
+    for (problem, sde), g in data.groupby(["problem", "sde"], sort=False):
+        metric = g["metric"].iloc[0]
+        mean = g.pivot_table(index="label", columns="nfe", values="error", aggfunc="mean")
+        floor = g.pivot_table(index="label", columns="nfe", values="floor", aggfunc="mean")
+        cells = mean.map(_fmt).astype(object)
+        if floor.notna().any().any():
+            at_floor = (mean < FLOOR_FACTOR * floor.reindex_like(mean)).fillna(False)
+            cells = cells.where(~at_floor, cells + "*")
+        cells = cells.fillna("-")
+        cells.columns = [f"NFE {int(c)}" for c in cells.columns]
+        cells.index.name = None
+        blocks.append(f"{problem} / {sde}: {_LABELS.get(metric, metric)} ({metric}), mean over seeds\n"
+                      + cells.to_string())
+    return "\n\n".join(blocks)
+
+
 def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = True,
                  title: str = "sdebench report", manifest: dict | None = None) -> Path:
     """Write ``out_dir/report.md`` (and figures); ``manifest`` (the store's manifest.json) adds how many

@@ -76,6 +76,10 @@ def main(args) -> int:
     write_table(df, store.root / "results.parquet")
     write_table(df, store.root / "results.csv")
     print(f"wrote {len(df)} rows to {store.root / 'results.parquet'} and results.csv")
+    if (df.get("status") == "ok").any():
+        from sdebench.report import summary_text
+
+        print(summary_text(df))
     if not args.no_report and len(df):
         from sdebench.report import write_report
 
