@@ -2,9 +2,11 @@
 
 Langevin steps x <- x + eps score(x, t) + sqrt(2 eps) z leave p_t invariant as eps -> 0; the corrector
 noise z comes from the keyed noise source (``noise.normal('langevin', i, j)``), so it is batch
-independent and reproducible. Step sizes are computed per sample (score_sde averages the norms over
-the batch, which couples the rows); the snr-based step size makes ``pc`` nonlinear in x, so its output
-on a Gaussian target is not exactly Gaussian and the exact-Gaussian metrics do not apply to it.
+independent and reproducible. ``pc``'s corrector step size follows score_sde and uses the batch mean
+of the per-sample norms (per-sample norms blow up in 1-D, where the score is often near 0): it is the
+one sampler whose output depends on the batch it runs in (its rows are coupled through that mean),
+and it is nonlinear in x, so its output on a Gaussian target is not exactly Gaussian and the
+exact-Gaussian metrics do not apply to it.
 """
 
 from __future__ import annotations
