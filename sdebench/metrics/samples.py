@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -77,13 +78,31 @@ def _partial_moments(q, w, m, s):
     return M0, M1, M2
 
 
+_QUANTILE_CACHE: OrderedDict = OrderedDict()
+_QUANTILE_CACHE_SIZE = 256
+
+
+def _cell_edges(n: int, w, m, s) -> torch.Tensor:
+    """Q(i/n), i = 0..n (ends clamped 40 stds out). Memoized (LRU): a metric and its null, and every
+    cell of a sweep with the same n and target, ask for the same quantiles."""
+    key = (n, tuple(w.tolist()), tuple(m.tolist()), tuple(s.tolist()))
+    q = _QUANTILE_CACHE.get(key)
+    if q is None:
+        u = torch.arange(1, n, dtype=torch.float64) / n
+        q_inner = mixture_quantile(u, w, m, s)
+        q = torch.cat([(m - 40 * s).min().reshape(1), q_inner, (m + 40 * s).max().reshape(1)])
+        _QUANTILE_CACHE[key] = q
+        if len(_QUANTILE_CACHE) > _QUANTILE_CACHE_SIZE:
+            _QUANTILE_CACHE.popitem(last=False)
+    else:
+        _QUANTILE_CACHE.move_to_end(key)
+    return q
+
+
 def _cells(x: torch.Tensor, w, m, s):
     x = torch.sort(x.to(torch.float64).reshape(-1)).values
     n = x.numel()
-    u = torch.arange(1, n, dtype=torch.float64) / n
-    q_inner = mixture_quantile(u, w, m, s)
-    q = torch.cat([(m - 40 * s).min().reshape(1), q_inner, (m + 40 * s).max().reshape(1)])
-    return x, n, q
+    return x, n, _cell_edges(n, w, m, s)
 
 
 def w2_exact_1d(x: torch.Tensor, w, m, s) -> float:
