@@ -52,6 +52,13 @@ def pf_drift(model, sde, x, t):
     return (x * c["f"]).sub_(model.score(x, t) * (0.5 * c["g2"]))  # f x - (g^2/2) s, in one buffer
 
 
+def reverse_sde_drift(model, sde, x, t):
+    """Reverse-SDE drift in forward time, f(t) x - g(t)^2 score(x, t) (one NFE); in reverse time
+    s = T - t the drift is its negative."""
+    c = at(sde, t)
+    return c["f"] * x - c["g2"] * model.score(x, t)
+
+
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
 
 

@@ -12,13 +12,8 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at
+from ._common import at, reverse_sde_drift
 from .base import register
-
-
-def _rev_drift(model, sde, x, t):
-    c = at(sde, t)
-    return c["f"] * x - c["g2"] * model.score(x, t)
 
 
 @register("heun-sde", kind="sde", order=1, strong_order=1.0, nfe_per_step=2, family="SDE (stochastic Heun)",
@@ -37,9 +32,9 @@ def heun_sde(model, x, grid, sde, noise):
         g0 = math.sqrt(at(sde, grid[i])["g2"])
         g1 = math.sqrt(at(sde, grid[i + 1])["g2"])
         dW = noise.dW(i)
-        F0 = _rev_drift(model, sde, x, grid[i])
+        F0 = reverse_sde_drift(model, sde, x, grid[i])
         xp = x - h * F0 + g0 * dW
-        F1 = _rev_drift(model, sde, xp, grid[i + 1])
+        F1 = reverse_sde_drift(model, sde, xp, grid[i + 1])
         x = x - 0.5 * h * (F0 + F1) + 0.5 * (g0 + g1) * dW
     return x
 

@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import math
 
-from ._common import at
+from ._common import at, reverse_sde_drift
 from .base import register
-
-
-def reverse_drift(model, sde, x, t):
-    """a(s, x) = -(f(t) x - g(t)^2 score(x, t)): the reverse-SDE drift in reverse time s = T - t (1 NFE)."""
-    c = at(sde, t)
-    return -(c["f"] * x - c["g2"] * model.score(x, t))
 
 
 @register(
@@ -44,8 +38,8 @@ def srk(model, x, grid, sde, noise):
         b1 = math.sqrt(at(sde, t1)["g2"])
         dW, I = noise.dW_I(i)
         J = dW - I / h  # I_(1,0) / h
-        a0 = reverse_drift(model, sde, x, grid[i])
+        a0 = -reverse_sde_drift(model, sde, x, grid[i])
         H = x + 0.75 * h * a0 + 1.5 * b1 * J
-        a1 = reverse_drift(model, sde, H, t0 - 0.75 * h)
+        a1 = -reverse_sde_drift(model, sde, H, t0 - 0.75 * h)
         x = x + h * (a0 / 3.0 + 2.0 * a1 / 3.0) + b1 * (dW - J) + b0 * J
     return x
