@@ -97,10 +97,11 @@ def with_primary(df: pd.DataFrame, metric: str = "auto") -> pd.DataFrame:
 
 
 def solver_orders(names) -> dict:
-    """Theoretical (weak) order of each registered solver name; unknown names are left out."""
+    """Theoretical (weak) order of each registered solver name; unknown names and solvers without a
+    convergence order in NFE (order 0: consistency samplers) are left out."""
     from .solvers import SOLVERS
 
-    return {n: SOLVERS[n].order for n in names if n in SOLVERS}
+    return {n: SOLVERS[n].order for n in names if n in SOLVERS and SOLVERS[n].order > 0}
 
 
 def _slope_lines(ax, sub: pd.DataFrame, metric: str):
