@@ -1,6 +1,6 @@
 """Forward SDEs dX = f(t) X dt + g(t) dB with closed-form Gaussian transition kernels.
 
-Convention (THEORY.md section 1): data at t = 0, x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I), time
+Convention (docs/theory.md#forward-sdes): data at t = 0, x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I), time
 runs forward on [0, T]. Every quantity is computed from ``log_alpha`` and ``sigma2`` written with
 expm1 / log1p / logaddexp so that it is accurate in float64 and float32 near t = 0 and for large T.
 
