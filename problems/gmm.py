@@ -78,16 +78,6 @@ class GaussianMixture:
     def is_gaussian(self) -> bool:
         return self.K == 1
 
-    def to_dict(self) -> dict:
-        out = {
-            "weights": self.weights.tolist(),
-            "means": self.means.tolist(),
-            "covariances": self.covs.tolist(),
-        }
-        if self.labels is not None:
-            out["labels"] = self.labels.tolist()
-        return out
-
     def _params(self, dtype, device):
         key = (dtype, str(device))
         if key not in self._cache:

@@ -86,17 +86,9 @@ class ForwardSDE:
             hi = torch.where(go_right, hi, mid)
         return (0.5 * (lo + hi)).to(lam.dtype)
 
-    def marginal_std_of_data(self, t, data_var: float = 1.0):
-        t = _t(t)
-        return torch.sqrt(self.alpha(t) ** 2 * data_var + self.sigma2(t))
-
     def prior_std(self) -> float:
         """Standard deviation of the prior N(0, sigma_T^2 I): the law of x_T if x_0 were 0."""
         return float(self.sigma(torch.tensor(self.T, dtype=torch.float64)))
-
-    def prior_sample(self, shape, generator: torch.Generator | None = None, dtype=torch.float64, device=None):
-        z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        return self.prior_std() * z
 
     def params(self) -> dict:
         return {}
