@@ -3,7 +3,8 @@
 The consistency function of the probability-flow ODE maps (x, t) to the ODE solution at t_end started
 from x at time t (Song et al. 2023). Sources here:
 
-- ``gaussian_consistency``: exact for a Gaussian target (THEORY.md section 4). With S = U diag(lam) U^T,
+- ``gaussian_consistency``: exact for a Gaussian target (docs/theory.md#gaussian-consistency-function).
+  With S = U diag(lam) U^T,
   v_t = alpha_t^2 lam + sigma_t^2 per eigen-direction:
   f(x, t) = alpha_e mu + U diag(sqrt(v_e / v_t)) U^T (x - alpha_t mu).
 - ``ode_consistency``: any target with an exact score: dopri5 on the probability-flow ODE in float64

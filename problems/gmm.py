@@ -1,6 +1,6 @@
 """Gaussian-mixture targets: p_0 = sum_k w_k N(mu_k, S_k), and every marginal p_t in closed form.
 
-p_t = sum_k w_k N(alpha_t mu_k, C_k), C_k = alpha_t^2 S_k + sigma_t^2 I (THEORY.md section 2).
+p_t = sum_k w_k N(alpha_t mu_k, C_k), C_k = alpha_t^2 S_k + sigma_t^2 I (docs/theory.md#gaussian-mixture-targets).
 Each S_k is eigendecomposed once, S_k = U_k diag(l_k) U_k^T, so C_k = U_k diag(alpha^2 l_k + sigma^2) U_k^T
 and every quantity below is a few batched matrix products plus a logsumexp over components:
 
@@ -77,16 +77,6 @@ class GaussianMixture:
     @property
     def is_gaussian(self) -> bool:
         return self.K == 1
-
-    def to_dict(self) -> dict:
-        out = {
-            "weights": self.weights.tolist(),
-            "means": self.means.tolist(),
-            "covariances": self.covs.tolist(),
-        }
-        if self.labels is not None:
-            out["labels"] = self.labels.tolist()
-        return out
 
     def _params(self, dtype, device):
         key = (dtype, str(device))

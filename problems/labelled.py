@@ -105,10 +105,6 @@ class LabelledMixture:
         """grad log p_t(x | c): the score of the class-c sub-mixture."""
         return self.class_mixture(c).score(x, t, sde)
 
-    def conditional_x0(self, x, t, sde, c: int) -> torch.Tensor:
-        """E[x_0 | x_t = x, c] (bounded as t -> 0)."""
-        return self.class_mixture(c).x0(x, t, sde)
-
     def conditional_eps(self, x, t, sde, c: int) -> torch.Tensor:
         return self.class_mixture(c).eps(x, t, sde)
 

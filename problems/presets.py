@@ -1,4 +1,6 @@
-"""Named analytic targets (THEORY.md section 2). Each preset is a deterministic function of its name."""
+"""Named analytic targets (docs/theory.md#gaussian-mixture-targets).
+
+Each preset is a deterministic function of its name."""
 
 from __future__ import annotations
 

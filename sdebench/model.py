@@ -108,8 +108,3 @@ class Model:
             raise ConfigError("this problem's model has no consistency function (consistency solvers need one)")
         self.nfe += self.cost
         return self.consistency_fn(x, t, t_end)
-
-    def predict(self, kind: str, x: torch.Tensor, t) -> torch.Tensor:
-        if kind not in PARAMETRIZATIONS:
-            raise ValueError(f"unknown parametrization {kind!r}; valid: {PARAMETRIZATIONS}")
-        return self._eval(kind, x, t)

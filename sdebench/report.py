@@ -9,18 +9,20 @@ Every number is computed from stored rows (never re-running cells):
   Monte Carlo floor is above tol (the estimator cannot certify it), ``>N`` when never reached.
 * fitted order: minus the log-log slope of the seed-mean error against NFE on the asymptotic window
   (points above the floor), with a bootstrap 95% CI over seeds (whole curves resampled). Uses
-  :func:`sdebench.stats.fit_order` when that module is present, else a plain least-squares fit.
+  :func:`sdebench.stats.fit_order`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .plot import _LABELS, solver_orders, with_primary
+from .stats import bootstrap_mean_ci, fit_order
 
 __all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS"]
 
@@ -35,20 +37,8 @@ def _fmt(v: float) -> str:
 
 
 def _mean_ci(values) -> tuple[float, float, float]:
-    try:
-        from .stats import bootstrap_mean_ci
-    except ImportError:
-        bootstrap_mean_ci = None
     v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if bootstrap_mean_ci is not None:
-        return bootstrap_mean_ci(v)
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan
-    rng = np.random.default_rng(0)
-    reps = v[rng.integers(0, len(v), size=(1000, len(v)))].mean(1)
-    lo, hi = np.percentile(reps, [2.5, 97.5])
-    return float(v.mean()), float(lo), float(hi)
+    return bootstrap_mean_ci(v[np.isfinite(v)])
 
 
 def pick_nfe(values, k: int = 5) -> list[int]:
@@ -96,25 +86,10 @@ def nfe_to_tol_table(g: pd.DataFrame, tols) -> pd.DataFrame:
 
 
 def _fit(nfe, Y, null):
-    try:
-        from .stats import fit_order
-    except ImportError:
-        fit_order = None
-    if fit_order is not None:
-        import warnings
-
-        with warnings.catch_warnings():  # a missing (seed, NFE) cell is a NaN: means of all-NaN columns warn
-            warnings.simplefilter("ignore", RuntimeWarning)
-            f = fit_order(nfe, Y, null=null, fine_is_small=False)
-        return -f.slope, -f.hi, -f.lo, f.n_points, f.window
-    ybar = np.nanmean(Y, axis=0)
-    ok = np.isfinite(ybar) & (ybar > 0)
-    if null is not None:
-        ok &= ~(ybar < FLOOR_FACTOR * np.nanmean(np.atleast_2d(null), axis=0))
-    if ok.sum() < 2:
-        return math.nan, math.nan, math.nan, int(ok.sum()), ()
-    slope = np.polyfit(np.log(nfe[ok]), np.log(ybar[ok]), 1)[0]
-    return -slope, math.nan, math.nan, int(ok.sum()), tuple(nfe[ok])
+    with warnings.catch_warnings():  # a missing (seed, NFE) cell is a NaN: means of all-NaN columns warn
+        warnings.simplefilter("ignore", RuntimeWarning)
+        f = fit_order(nfe, Y, null=null, fine_is_small=False)
+    return -f.slope, -f.hi, -f.lo, f.n_points, f.window
 
 
 def order_table(g: pd.DataFrame) -> pd.DataFrame:

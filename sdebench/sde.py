@@ -1,6 +1,6 @@
 """Forward SDEs dX = f(t) X dt + g(t) dB with closed-form Gaussian transition kernels.
 
-Convention (THEORY.md section 1): data at t = 0, x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I), time
+Convention (docs/theory.md#forward-sdes): data at t = 0, x_t | x_0 ~ N(alpha_t x_0, sigma_t^2 I), time
 runs forward on [0, T]. Every quantity is computed from ``log_alpha`` and ``sigma2`` written with
 expm1 / log1p / logaddexp so that it is accurate in float64 and float32 near t = 0 and for large T.
 
@@ -86,17 +86,9 @@ class ForwardSDE:
             hi = torch.where(go_right, hi, mid)
         return (0.5 * (lo + hi)).to(lam.dtype)
 
-    def marginal_std_of_data(self, t, data_var: float = 1.0):
-        t = _t(t)
-        return torch.sqrt(self.alpha(t) ** 2 * data_var + self.sigma2(t))
-
     def prior_std(self) -> float:
         """Standard deviation of the prior N(0, sigma_T^2 I): the law of x_T if x_0 were 0."""
         return float(self.sigma(torch.tensor(self.T, dtype=torch.float64)))
-
-    def prior_sample(self, shape, generator: torch.Generator | None = None, dtype=torch.float64, device=None):
-        z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        return self.prior_std() * z
 
     def params(self) -> dict:
         return {}

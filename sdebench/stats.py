@@ -1,6 +1,6 @@
 """Noise floors, bootstrap confidence intervals over seeds and convergence-order fits.
 
-Conventions (THEORY.md section 5):
+Conventions (docs/theory.md#statistics):
 
 - **at_floor**: a point whose metric is below ``FLOOR_FACTOR`` (3) times its Monte Carlo null (the
   same statistic computed target-vs-target at the same n), or below ``ABS_FLOOR`` (1e-13, float64

@@ -114,7 +114,7 @@ def _weak_order_claims(quick: bool) -> list[Claim]:
             y = np.array([r[metric] for r in rows])
             c = Claim(id=f"{solver}-weak-{name.lower()}",
                       statement=f"{label} on the reverse SDE has weak order 1: {name} ~ h^{pred:g}",
-                      source="Chen et al. 2023 / THEORY.md s.3-4 (weak order 1, KL = 2 x weak order)",
+                      source="Chen et al. 2023 / docs/theory.md#solver-orders (weak order 1, KL = 2 x weak order)",
                       metric=f"{metric} (exact law), gauss1d, VP, slope in step size h",
                       predicted=f"slope {pred:g}")
             _slope_claim(c, h, y, pred, 0.15)
@@ -155,7 +155,8 @@ def _ode_order_claims(quick: bool) -> list[Claim]:
 # ------------------------------------------------------------------------------------------------
 # pathwise / consistency: the exact probability-flow map of a Gaussian target
 def _exact_flow(problem, sde, x, t_from: float, t_to: float) -> torch.Tensor:
-    """Exact probability-flow ODE map of a Gaussian target (THEORY.md s.4, per eigen-direction):
+    """Exact probability-flow ODE map of a Gaussian target, per eigen-direction
+    (docs/theory.md#gaussian-consistency-function):
     x -> alpha_to mu + U diag(sqrt(v_to / v_from)) U^T (x - alpha_from mu), v_t = alpha_t^2 lam + sigma_t^2."""
     a = lambda t: float(sde.alpha(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
     s2 = lambda t: float(sde.sigma2(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
@@ -205,7 +206,7 @@ def _dpm3_claim(quick: bool) -> list[Claim]:
 
 
 def _ddim_claim(quick: bool) -> list[Claim]:
-    """DDIM (eta = 0) against DPM-Solver-1 (registered) or the closed form of THEORY.md s.1."""
+    """DDIM (eta = 0) against DPM-Solver-1 (registered) or the closed form of docs/theory.md#exponential-integrators."""
     from .problems import get_problem
     from .solvers import get_solver
 
@@ -228,10 +229,11 @@ def _ddim_claim(quick: bool) -> list[Claim]:
                 s, t = grid[i], grid[i + 1]
                 hl = float(sde.lambda_(t) - sde.lambda_(s))
                 x = float(sde.alpha(t) / sde.alpha(s)) * x - float(sde.sigma(t)) * math.expm1(hl) * m2.eps(x, s)
-            other, what = x, "closed-form DPM-Solver-1 update (THEORY.md s.1; dpm-solver-1 not registered)"
+            other, what = x, ("closed-form DPM-Solver-1 update (docs/theory.md#exponential-integrators; "
+                              "dpm-solver-1 not registered)")
     diff = float((ddim - other).abs().max() / x_T.abs().max())
     c = Claim(id="ddim-equals-dpm1", statement="DDIM (eta = 0) equals DPM-Solver-1 step for step",
-              source="Lu et al. 2022 (DPM-Solver), Sec. 4.1; THEORY.md s.1",
+              source="Lu et al. 2022 (DPM-Solver), Sec. 4.1; docs/theory.md#exponential-integrators",
               metric="max |x_ddim - x_dpm1| / max |x_T|, gmm1d, VP, 10 steps, 500 samples",
               predicted="0 (rounding)", measured=diff,
               rule="measured <= 1e-12", status="PASS" if diff <= 1e-12 else "FAIL", detail=f"compared with {what}")
@@ -321,7 +323,8 @@ def _horizon_claim(quick: bool) -> list[Claim]:
         y = np.array([r[metric] for r in rows])
         c = Claim(id=f"prior-init-{name.lower()}", statement=f"Started from the prior N(0, I), {name} to p_t_end "
                   "decays like e^{-T} (OU, theta = 1)", source="Chen et al. 2023, Thm 2 (first term sqrt(KL) e^{-T}); "
-                  "THEORY.md s.4", metric=f"{metric} (exact law), gauss1d, OU, Heun h = 1/60, semilog slope in T",
+                  "docs/theory.md#convergence-theorems",
+                  metric=f"{metric} (exact law), gauss1d, OU, Heun h = 1/60, semilog slope in T",
                   predicted="slope -1")
         _slope_claim(c, np.array(Ts), y, -1.0, 0.1, semilog=True, fine_is_small=False)
         c.seconds = (time.perf_counter() - t0) / 2
@@ -341,7 +344,7 @@ def _score_error_claim(quick: bool) -> list[Claim]:
     for metric, name in (("w2_exact", "W2"), ("tv_exact", "TV")):
         y = np.array([r[metric] for r in rows])
         c = Claim(id=f"score-error-{name.lower()}", statement=f"{name} grows linearly in the score error EPS",
-                  source="Chen et al. 2023, Thm 2 (eps_score sqrt(T) term); THEORY.md s.4",
+                  source="Chen et al. 2023, Thm 2 (eps_score sqrt(T) term); docs/theory.md#convergence-theorems",
                   metric=f"{metric} (exact law), gauss1d, VP, Heun 100 steps, --score-error EPS, slope in EPS",
                   predicted="slope 1")
         _slope_claim(c, np.array(eps), y, 1.0, 0.1)
@@ -389,7 +392,7 @@ def _early_stop_claim(quick: bool) -> list[Claim]:
         y.append(_w2_mixture_1d(w, m, s, pt.weights.numpy(), pt.means[:, 0].numpy(), pt.covs[:, 0, 0].sqrt().numpy()))
     y = np.array(y)
     c = Claim(id="early-stopping", statement="Early stopping: W2(p_delta, p_0) ~ delta for a non-degenerate target",
-              source="THEORY.md s.4 (W2(p_delta, p_0) <= (1 - alpha_delta) m2 + sigma_delta sqrt(d)); "
+              source="docs/theory.md#early-stopping (W2(p_delta, p_0) <= (1 - alpha_delta) m2 + sigma_delta sqrt(d)); "
               "Pierret & Galerne 2025", metric="W2(p_delta, p_0) by 1-D quantile quadrature, gmm1d, VP, slope in delta",
               predicted="slope 1")
     _slope_claim(c, deltas, y, 1.0, 0.1)
@@ -413,7 +416,8 @@ def _contractive_claim(quick: bool) -> list[Claim]:
     ratio_o = float(res["ou"][-1] / res["ou"][0])
     c = Claim(id="contractive-bounded", statement="Under a fixed score error, W2 stays bounded in T for the "
               "contractive forward SDE (cOU) and grows for the non-contractive one (OU)",
-              source="Tang & Zhao 2024 (contractive diffusion models), Thm 3.1; THEORY.md s.4",
+              source="Tang & Zhao 2024 (contractive diffusion models), Thm 3.1; "
+                     "docs/theory.md#contractive-forward-sdes",
               metric=f"W2(T={Ts[-1]:g}) / W2(T=1), exact law, gauss1d, Heun, EPS = 0.05, exact p_T start",
               predicted="cOU ratio <= 1.5 (and OU ratio > cOU ratio)", measured=ratio_c,
               rule="cOU ratio <= 1.5 and OU ratio > cOU ratio",
@@ -452,7 +456,7 @@ def _consistency_claims(quick: bool) -> list[Claim]:
     with torch.no_grad():
         flow = odeint(velocity, x_T, ts, rtol=1e-10, atol=1e-10, method="dopri5")[-1]
     err = float((flow - f_exact).abs().max())
-    detail = "f from THEORY.md s.4 (sdebench.validate._exact_flow)"
+    detail = "f from docs/theory.md#gaussian-consistency-function (sdebench.validate._exact_flow)"
     try:  # the consistency issue's own oracle, an independent implementation, when it is installed
         from .problems.consistency import gaussian_consistency
 
@@ -463,7 +467,8 @@ def _consistency_claims(quick: bool) -> list[Claim]:
         detail += "; problems.consistency not installed"
     c = Claim(id="consistency-exact", statement="The exact Gaussian consistency function equals the probability-flow "
               "map: one-step error ~ 0 up to solver tolerance", source="Song et al. 2023 (consistency models), Def. + "
-              "Thm 1; THEORY.md s.4", metric="max |f(x_T, T) - Phi_ODE(x_T)|, Phi by dopri5 rtol = atol = 1e-10, "
+              "Thm 1; docs/theory.md#gaussian-consistency-function",
+              metric="max |f(x_T, T) - Phi_ODE(x_T)|, Phi by dopri5 rtol = atol = 1e-10, "
               "gauss1d, VP, 256 points", predicted="0 (<= 1e-7)", measured=err, rule="measured <= 1e-7",
               status="PASS" if err <= 1e-7 else "FAIL", detail=detail)
     c.seconds = time.perf_counter() - t0
@@ -558,7 +563,8 @@ def _resolution_claim(quick: bool) -> list[Claim]:
     ok = resolved > 3 and z <= 3 and floor_ratio < 3
     c = Claim(id="density-resolves-high-d", statement="In d = 16 the change-of-variables KL resolves a small sampler "
               "error (agreeing with the exact KL) while raw empirical W2 sits at its Monte Carlo floor",
-              source="sdebench issue 4 (Why; THEORY.md s.5: empirical W2 floor ~ 1.9 at d = 10, n = 2000)",
+              source="sdebench issue 4 (Why; docs/theory.md#monte-carlo-floors: empirical W2 floor ~ 1.9 at d = 10, "
+                     "n = 2000)",
               metric=f"kl / kl_se (resolution), gauss-aniso16, Heun 40 steps, n = {n}",
               predicted="kl/se > 3, |kl - kl_exact| <= 3 se, emd_w2 < 3 x null", measured=resolved,
               rule="kl / se > 3 and z <= 3 and emd_w2 / emd_w2_null < 3", status="PASS" if ok else "FAIL",

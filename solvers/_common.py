@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -78,6 +76,3 @@ def ei_score_coeff(sde, t_from: float, t_to: float) -> float:
         c[(a, b)] = out
     return out
 
-
-def expm1(x: float) -> float:
-    return math.expm1(x)

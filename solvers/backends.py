@@ -5,7 +5,7 @@ torchsde runs in reverse time s = T - t (so time increases): the reverse SDE is
 dx = a(s, x) ds + b(s) dW with a(s, x) = -[f(t) x - g(t)^2 score(x, t)], b(s) = g(t), t = T - s; the
 noise is additive, so Ito and Stratonovich coincide (``reversible_heun`` is declared Stratonovich).
 Fixed dt: these back-ends need a grid uniform in t (``schedule=uniform``), h = (T - t_end) / N.
-To dodge torchsde's extra-step rounding (its loop steps to ``min(t + dt, t1)``; DEPENDENCIES.md) and
+To dodge torchsde's extra-step rounding (its loop steps to ``min(t + dt, t1)``; docs/pitfalls.md#torchsde) and
 to hit the grid's times exactly, the SDE is integrated in step units u = s / h with ``ts = [0, N]``
 and ``dt = 1``: drift h a, diffusion sqrt(h) b, all step times exact integers. The Brownian motion is a
 :class:`GridBrownian` over the injected noise source: the same increments (and space-time Levy

@@ -1,4 +1,4 @@
-"""First solvers: NFE accounting, exact-Gaussian convergence slopes (THEORY.md section 3), equalities."""
+"""First solvers: NFE accounting, exact-Gaussian convergence slopes (docs/theory.md#solver-orders), equalities."""
 
 import math
 
@@ -26,7 +26,7 @@ def _slope(steps, errs):
 
 @pytest.mark.parametrize("name,expected", [("em", -1), ("ei", -1), ("euler", -1), ("ddim", -1), ("heun", -2)])
 def test_exact_w2_slopes_on_gauss1d(name, expected):
-    """THEORY.md section 3: gauss1d, VP, T = 1 -> t_end = 1e-3, exact p_T start."""
+    """docs/theory.md#exact-gaussian-output-law: gauss1d, VP, T = 1 -> t_end = 1e-3, exact p_T start."""
     spec = get_solver(name)
     steps = [80, 160, 320, 640]
     errs = []

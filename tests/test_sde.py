@@ -73,7 +73,7 @@ def test_vp_closed_form_values():
     B1 = 0.1 + 0.5 * 19.9
     assert math.isclose(float(sde.alpha(1.0)), math.exp(-B1 / 2), rel_tol=1e-14)
     assert math.isclose(float(sde.sigma2(1.0)), 1 - math.exp(-B1), rel_tol=1e-14)
-    # THEORY.md's closed-form t(lambda)
+    # the DPM-Solver code's closed-form t(lambda) (docs/theory.md#half-log-snr-and-its-inverse)
     lam = torch.tensor(0.7, dtype=torch.float64)
     tmp = 2 * 19.9 * float(torch.logaddexp(-2 * lam, torch.tensor(0.0, dtype=torch.float64)))
     t_theory = tmp / ((math.sqrt(0.1**2 + tmp) + 0.1) * 19.9)

@@ -1,4 +1,4 @@
-"""Exact distances between Gaussians, written for tiny errors (THEORY.md section 3).
+"""Exact distances between Gaussians, written for tiny errors (docs/theory.md#distances-between-gaussians).
 
 ``w2`` uses the optimal map T = S2^{-1/2} (S2^{1/2} S1 S2^{1/2})^{1/2} S2^{-1/2} from N(m2, S2)... applied
 as W2^2 = |m1 - m2|^2 + tr((T - I) S2 (T - I)) with T mapping the *target* onto the *output*; T - I is
