@@ -120,13 +120,16 @@ class Store:
 
     def _quarantine(self, p: Path, stamp: str) -> Path:
         qdir = self.root / "quarantine"
-        qdir.mkdir(exist_ok=True)
         dest = qdir / f"{stamp}-{p.name}"
         n = 1
         while dest.exists():
             dest = qdir / f"{stamp}-{n}-{p.name}"
             n += 1
-        os.replace(p, dest)
+        try:
+            qdir.mkdir(exist_ok=True)
+            os.replace(p, dest)
+        except OSError as exc:
+            raise ConfigError(f"cannot move the damaged cell {str(p)!r} to {str(qdir)!r}: {exc.strerror}") from None
         return dest
 
     def status_of(self, key: str) -> str | None:
