@@ -297,6 +297,13 @@ class ImageProblem:
 _PROBLEM_CACHE: dict = {}
 
 
+def _check_fits(path, config: dict, data: ImageData) -> None:
+    arch = config["arch"]
+    if (arch["channels"], arch["size"], arch["size"]) != tuple(data.shape):
+        raise ConfigError(f"checkpoint {str(path)!r}: arch channels={arch['channels']}, size={arch['size']} "
+                          f"does not fit the {data.name} images of shape {tuple(data.shape)}")
+
+
 def image_problem(name: str, model_file: str, classifier_file: str | None = None,
                   consistency_file: str | None = None) -> ImageProblem:
     """Build (once per process) the image problem for a committed checkpoint in problems/data/."""
@@ -309,6 +316,7 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
         raise ConfigError(f"problem {name!r} needs the trained model {path}; train it with `sdebench train`")
     net, config = load_checkpoint(path)
     data = load_data(config["data"])
+    _check_fits(path, config, data)
     clf = None
     if classifier_file and (DATA_DIR / classifier_file).is_file():
         from sdebench.metrics.images import load_classifier
@@ -320,6 +328,7 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
             raise ConfigError(f"problem {name!r} needs the distilled model {DATA_DIR / consistency_file}; "
                               "make it with `sdebench train --consistency --data digits`")
         cons = load_checkpoint(DATA_DIR / consistency_file)
+        _check_fits(DATA_DIR / consistency_file, cons[1], data)
     prob = ImageProblem(data, net, config, name=name, classifier=clf, consistency=cons)
     _PROBLEM_CACHE[name] = prob
     return prob

@@ -11,13 +11,20 @@ Files of a checkpoint ``<stem>``:
 - ``<stem>.state.safetensors``: raw weights, Adam moments and the RNG state, for ``--resume``
   (not needed for sampling; not committed for the shipped model).
 
-Loading validates everything it reads: a missing, truncated or foreign file, an unknown format or a
-weight whose name or shape does not match the architecture is a one-line ConfigError.
+The JSON records ``weights_sha256`` (and ``state_sha256``), the SHA-256 of the exact bytes of the
+``.safetensors`` (and ``.state.safetensors``) file as written, so ``sha256sum <stem>.safetensors`` shows
+the same digest. Loading validates everything it reads: a missing, truncated or foreign file, an unknown
+format, an architecture field of the wrong type or out of range (``unet.ARCH_LIMITS``), weights whose
+bytes differ from the recorded digest, or a weight whose name or shape does not match the architecture
+is a one-line ConfigError. A checkpoint saved before digests were recorded (no ``weights_sha256``) still
+loads, with one warning line on stderr; ``record_hashes(stem)`` adds the digests to such a checkpoint
+without touching its weights.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import sys
@@ -28,11 +35,15 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from .unet import ARCH_KEYS, UNet
+from .unet import UNet, arch_error
 
-__all__ = ["train_dsm", "load_checkpoint", "save_checkpoint", "heldout_loss", "default_arch", "FORMAT"]
+__all__ = ["train_dsm", "load_checkpoint", "save_checkpoint", "heldout_loss", "default_arch", "record_hashes",
+           "FORMAT", "WEIGHTS_HASH", "STATE_HASH"]
 
 FORMAT = "sdebench-unet-1"
+WEIGHTS_HASH = "weights_sha256"  # JSON field: SHA-256 (hex) of the bytes of <stem>.safetensors
+STATE_HASH = "state_sha256"  # JSON field: SHA-256 (hex) of the bytes of <stem>.state.safetensors
+_WARNED: set = set()
 
 
 def default_arch(shape) -> dict:
@@ -50,14 +61,39 @@ def _stem(path) -> Path:
     return p
 
 
-def _read_safetensors(path: Path) -> dict:
+def expected_hash(cfg: dict, field: str, jpath: Path, wpath: Path) -> str | None:
+    """The digest ``cfg[field]`` records for ``wpath``; None (with one warning line) if it records none."""
+    want = cfg.get(field)
+    if want is None:
+        if (str(jpath), field) not in _WARNED:
+            _WARNED.add((str(jpath), field))
+            sys.stderr.write(f"sdebench: warning: checkpoint config {str(jpath)!r} records no {field}; "
+                             f"{wpath.name} is loaded unverified (saved before digests were recorded)\n")
+        return None
+    if not isinstance(want, str) or len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise ConfigError(f"checkpoint config {str(jpath)!r}: {field} must be 64 lower-case hex digits, got {want!r}")
+    return want
+
+
+def _read_safetensors(path: Path, sha256: str | None = None, jpath: Path | None = None) -> dict:
+    """The tensors of ``path``; with ``sha256``, first check the file's bytes against that digest."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     if not path.is_file():
         raise ConfigError(f"checkpoint file {str(path)!r} does not exist")
     try:
-        return load_file(str(path))
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read checkpoint {str(path)!r}: {exc.strerror}") from None
+    if sha256 is not None:
+        got = hashlib.sha256(blob).hexdigest()
+        if got != sha256:
+            raise ConfigError(f"checkpoint {str(path)!r} is damaged: its SHA-256 is {got[:16]}..., "
+                              f"{jpath.name if jpath else 'its config'} records {sha256[:16]}... "
+                              "(the file changed after it was saved)")
+    try:
+        return load(blob)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot read checkpoint {str(path)!r}: {msg}") from None
@@ -73,10 +109,49 @@ def _read_json(path: Path) -> dict:
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise ConfigError(f"checkpoint config {str(path)!r} is not an {FORMAT} file (format="
                           f"{cfg.get('format') if isinstance(cfg, dict) else None!r})")
-    arch = cfg.get("arch")
-    if not isinstance(arch, dict) or set(arch) != set(ARCH_KEYS):
-        raise ConfigError(f"checkpoint config {str(path)!r} has a malformed 'arch' entry: {arch!r}")
+    bad = arch_error(cfg.get("arch"))
+    if bad:
+        raise ConfigError(f"checkpoint config {str(path)!r}: {bad}")
     return cfg
+
+
+def _weights(stem: Path, cfg: dict, suffix: str = ".safetensors", field: str = WEIGHTS_HASH) -> dict:
+    """The verified tensors of ``<stem><suffix>`` against the digest ``cfg[field]`` of ``<stem>.json``."""
+    jpath, wpath = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + suffix)
+    if not wpath.is_file():
+        raise ConfigError(f"checkpoint file {str(wpath)!r} does not exist")
+    return _read_safetensors(wpath, expected_hash(cfg, field, jpath, wpath), jpath)
+
+
+def record_hashes(stem) -> dict:
+    """Add the SHA-256 of ``<stem>.safetensors`` (and of ``<stem>.state.safetensors`` if present) to
+    ``<stem>.json`` of a checkpoint saved before digests were recorded; the weight files are not touched.
+    A digest already recorded must match (a damaged file is never blessed). Returns the new config."""
+    stem = _stem(stem)
+    jpath = stem.with_name(stem.name + ".json")
+    try:
+        cfg = json.loads(jpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read checkpoint config {str(jpath)!r}: {exc}") from None
+    for suffix, field in ((".safetensors", WEIGHTS_HASH), (".state.safetensors", STATE_HASH)):
+        wpath = stem.with_name(stem.name + suffix)
+        if not wpath.is_file():
+            if suffix == ".safetensors":
+                raise ConfigError(f"checkpoint file {str(wpath)!r} does not exist")
+            continue
+        got = hashlib.sha256(wpath.read_bytes()).hexdigest()
+        if cfg.get(field) not in (None, got):
+            raise ConfigError(f"checkpoint {str(wpath)!r} is damaged: its SHA-256 is {got[:16]}..., "
+                              f"{jpath.name} records {str(cfg[field])[:16]}...")
+        cfg[field] = got
+    _atomic(jpath, lambda p: p.write_text(json.dumps(cfg, indent=1) + "\n"))
+    return cfg
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
 
 
 def _load_into(net: torch.nn.Module, tensors: dict, path: Path, prefix: str = "") -> None:
@@ -95,32 +170,34 @@ def _load_into(net: torch.nn.Module, tensors: dict, path: Path, prefix: str = ""
 
 
 def load_checkpoint(path, device="cpu") -> tuple[UNet, dict]:
-    """(EMA network in eval mode, config) from ``<stem>.safetensors`` + ``<stem>.json``."""
+    """(EMA network in eval mode, config) from ``<stem>.safetensors`` + ``<stem>.json``, verified."""
     stem = _stem(path)
     cfg = _read_json(stem.with_name(stem.name + ".json"))
+    tensors = _weights(stem, cfg)
     try:
         net = UNet(**cfg["arch"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"checkpoint {str(stem)!r} has an invalid architecture {cfg['arch']}: {exc}") from None
-    wpath = stem.with_name(stem.name + ".safetensors")
-    _load_into(net, _read_safetensors(wpath), wpath)
+    _load_into(net, tensors, stem.with_name(stem.name + ".safetensors"))
     return net.to(device).eval(), cfg
 
 
 def save_checkpoint(stem, ema: torch.nn.Module, cfg: dict, net=None, opt=None, gen=None) -> None:
-    """Write the EMA weights and the JSON config (and, with net/opt/gen, the resume state) atomically."""
-    from safetensors.torch import save_file
+    """Write the EMA weights and the JSON config (and, with net/opt/gen, the resume state) atomically; the
+    JSON, written last, records the SHA-256 of each weight file's bytes."""
+    from safetensors.torch import save
 
     stem = _stem(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
 
-    def atomic(path: Path, write):
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        tmp.replace(path)
+    def write_tensors(suffix: str, tensors: dict) -> str:
+        blob = save(tensors)
+        _atomic(stem.with_name(stem.name + suffix), lambda p: p.write_bytes(blob))
+        return hashlib.sha256(blob).hexdigest()
 
     weights = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
-    atomic(stem.with_name(stem.name + ".safetensors"), lambda p: save_file(weights, str(p)))
+    cfg = dict(cfg)
+    cfg[WEIGHTS_HASH] = write_tensors(".safetensors", weights)
     if net is not None:
         state = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         sd = opt.state_dict()
@@ -128,14 +205,14 @@ def save_checkpoint(stem, ema: torch.nn.Module, cfg: dict, net=None, opt=None, g
             for k, v in st.items():
                 state[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
         state["rng"] = gen.get_state().contiguous()
-        cfg = dict(cfg, param_groups=[{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]])
-        atomic(stem.with_name(stem.name + ".state.safetensors"), lambda p: save_file(state, str(p)))
-    atomic(stem.with_name(stem.name + ".json"), lambda p: p.write_text(json.dumps(cfg, indent=1) + "\n"))
+        cfg["param_groups"] = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
+        cfg[STATE_HASH] = write_tensors(".state.safetensors", state)
+    _atomic(stem.with_name(stem.name + ".json"), lambda p: p.write_text(json.dumps(cfg, indent=1) + "\n"))
 
 
-def _load_state(stem: Path, net, opt, gen) -> None:
+def _load_state(stem: Path, cfg: dict, net, opt, gen) -> None:
     path = stem.with_name(stem.name + ".state.safetensors")
-    tensors = _read_safetensors(path)
+    tensors = _weights(stem, cfg, ".state.safetensors", STATE_HASH)
     _load_into(net, tensors, path, prefix="net.")
     sd = opt.state_dict()
     state = {}
@@ -243,8 +320,8 @@ def train_dsm(data: str = "digits", sde_name: str = "vp", steps: int = 4000, bat
             if old.get(key) != cfg[key]:
                 raise ConfigError(f"cannot resume {str(stem)!r}: it was trained with {key}={old.get(key)!r}, "
                                   f"not {cfg[key]!r}")
-        _load_into(ema, _read_safetensors(stem.with_name(stem.name + ".safetensors")), stem)
-        _load_state(stem, net, opt, gen)
+        _load_into(ema, _weights(stem, old), stem)
+        _load_state(stem, old, net, opt, gen)
         start = int(old.get("step", 0))
         cfg["wall_s"] = float(old.get("wall_s", 0.0))
         cfg["command"] = (old.get("command", "") + " ; " + command).strip(" ;")

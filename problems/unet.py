@@ -14,9 +14,42 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["UNet", "ARCH_KEYS", "lambda_features"]
+__all__ = ["UNet", "ARCH_KEYS", "ARCH_LIMITS", "arch_error", "lambda_features"]
 
 ARCH_KEYS = ("channels", "size", "base", "mults", "num_res", "emb_dim")
+# Valid range of every architecture field (inclusive; sanity bounds far above anything trained here).
+# mults: 1 to 6 levels, each a width multiplier in [1, 16]; emb_dim must also be even (sin/cos pairs).
+ARCH_LIMITS = {"channels": (1, 16), "size": (1, 512), "base": (1, 1024), "mults": (1, 16), "num_res": (1, 8),
+               "emb_dim": (2, 2048)}
+MAX_LEVELS = 6
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def arch_error(arch) -> str | None:
+    """Why ``arch`` is not a valid ``UNet.config`` (field name, bad value, valid range), or None."""
+    if not isinstance(arch, dict):
+        return f"'arch' must be a table of {', '.join(ARCH_KEYS)}, got {arch!r}"
+    missing = [k for k in ARCH_KEYS if k not in arch]
+    unknown = sorted(set(arch) - set(ARCH_KEYS))
+    if missing or unknown:
+        if missing:
+            return f"'arch' lacks {', '.join(missing)}"
+        return f"'arch' has unknown field(s) {', '.join(unknown)}"
+    for k in ARCH_KEYS:
+        lo, hi = ARCH_LIMITS[k]
+        v = arch[k]
+        if k == "mults":
+            if not isinstance(v, list) or not 1 <= len(v) <= MAX_LEVELS or not all(_is_int(m) and lo <= m <= hi
+                                                                                    for m in v):
+                return f"arch.mults must be a list of 1 to {MAX_LEVELS} integers in [{lo}, {hi}], got {v!r}"
+        elif not _is_int(v) or not lo <= v <= hi:
+            return f"arch.{k} must be an integer in [{lo}, {hi}], got {v!r}"
+    if arch["emb_dim"] % 2:
+        return f"arch.emb_dim must be even, got {arch['emb_dim']!r}"
+    return None
 
 
 def lambda_features(lam: torch.Tensor, dim: int) -> torch.Tensor:

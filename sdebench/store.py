@@ -4,12 +4,16 @@ Layout of a store folder::
 
     OUT/cells/<key>.json        one finished cell: {"format", "schema", "key", "label", "sweep", "config", "row"}
     OUT/manifest.json           the last sweep run into this store: name, cell keys, skipped combinations
+    OUT/quarantine/             damaged cell files moved aside by a re-run, as <UTC time>-<key>.json
     OUT/results.parquet/.csv    consolidated table (``sdebench results OUT``)
 
 A cell file is written to a temporary name in the same folder and renamed over its final name
 (``os.replace``), so a crash never leaves a half-written cell under a key. ``finished()`` lists the
-keys present; a re-run skips them. Consolidation reads every file, reports corrupt or foreign files by
-name (and leftover temporary files of interrupted writes) and skips them.
+keys present. Before a re-run skips a cell, ``resume()`` reads its file: one that does not parse, is not
+an sdebench cell of this schema, names another key, has no row status or holds another config than the
+sweep's is treated as missing: it is moved into ``quarantine/`` (never deleted) and the cell recomputed.
+Consolidation reads every file, reports corrupt or foreign files by name (and leftover temporary files of
+interrupted writes) and skips them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,10 +92,45 @@ class Store:
         return self.cells_dir / f"{key}.json"
 
     def finished(self) -> set[str]:
-        """Keys of the cell files present (not validated: a corrupt file still counts, and is reported
-        by consolidation)."""
+        """Keys of the cell files present (not validated; ``resume()`` validates before a re-run skips)."""
         return {p.name[:-5] for p in self.cells_dir.iterdir()
                 if p.name.endswith(".json") and not p.name.startswith(".")}
+
+    def resume(self, expected: dict[str, dict], stamp: str | None = None) -> tuple[set[str], list]:
+        """Which of the ``expected`` cells (key -> config dict) are validly stored, for a re-run to skip.
+
+        A present file that fails ``_read`` or whose config differs from the expected one is moved to
+        ``quarantine/<stamp>-<name>`` and its key left out, so that the cell is recomputed. Returns
+        ``(done keys, [(file name, reason, new path), ...])``."""
+        present = self.finished() & set(expected)
+        stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        done, moved = set(), []
+        for key in sorted(present):
+            p = self.path(key)
+            row, reason = self._read(p)
+            if row is not None:
+                want = json.loads(json.dumps(_clean(expected[key]), sort_keys=True))
+                if row.get("_config") != want:
+                    reason = "config differs from the sweep's config for this key"
+            if reason is None:
+                done.add(key)
+            else:
+                moved.append((p.name, reason, self._quarantine(p, stamp)))
+        return done, moved
+
+    def _quarantine(self, p: Path, stamp: str) -> Path:
+        qdir = self.root / "quarantine"
+        dest = qdir / f"{stamp}-{p.name}"
+        n = 1
+        while dest.exists():
+            dest = qdir / f"{stamp}-{n}-{p.name}"
+            n += 1
+        try:
+            qdir.mkdir(exist_ok=True)
+            os.replace(p, dest)
+        except OSError as exc:
+            raise ConfigError(f"cannot move the damaged cell {str(p)!r} to {str(qdir)!r}: {exc.strerror}") from None
+        return dest
 
     def status_of(self, key: str) -> str | None:
         try:
@@ -138,13 +178,16 @@ class Store:
             return None, f"cell schema {doc['schema']!r}, this sdebench reads {SCHEMA_VERSION}"
         if doc["key"] != p.name[:-5]:
             return None, f"key {doc['key']!r} does not match the file name"
-        if not isinstance(doc["row"], dict) or "status" not in doc["row"]:
+        if not isinstance(doc["row"], dict) or not isinstance(doc["row"].get("status"), str):
             return None, "cell row has no status"
+        if not isinstance(doc["config"], dict):
+            return None, "cell config is not a table"
         row = dict(doc["row"])
         row["cell_key"] = doc["key"]
         row["label"] = doc.get("label") or row.get("solver", "")
         row["sweep"] = doc.get("sweep", "")
         row["store_schema"] = doc["schema"]
+        row["_config"] = doc["config"]
         return row, None
 
     def consolidate(self) -> tuple[pd.DataFrame, ConsolidateReport]:
@@ -164,6 +207,7 @@ class Store:
             if row is None:
                 rep.problems.append((p.name, reason))
             else:
+                del row["_config"]
                 rows.append(row)
         df = pd.DataFrame(rows)
         if len(df):

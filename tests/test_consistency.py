@@ -105,6 +105,9 @@ def test_unet_distillation_checkpoint(tmp_path):
                        progress=False, ckpt_every=1)
     assert cfg["step"] == 2 and cfg["kind"] == "consistency"
     net, cfg2 = load_checkpoint(tmp_path / "cd")
+    import hashlib
+
+    assert cfg2["weights_sha256"] == hashlib.sha256((tmp_path / "cd.safetensors").read_bytes()).hexdigest()
     sde = get_sde("vp")
     f = network_consistency_function(net, cfg2, sde, (1, 8, 8))
     x = torch.randn(5, 64, dtype=torch.float64)

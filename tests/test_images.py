@@ -121,10 +121,13 @@ def test_bad_checkpoints(tmp_path):
     w = tmp_path / "c.safetensors"
     blob = w.read_bytes()
     w.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(ConfigError, match="cannot read checkpoint"):
+    with pytest.raises(ConfigError, match="is damaged"):
+        load_checkpoint(w)
+    cfg = json.loads((tmp_path / "c.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "weights_sha256"}))
+    with pytest.raises(ConfigError, match="cannot read checkpoint"):  # an old checkpoint, without a digest
         load_checkpoint(w)
     w.write_bytes(blob)
-    cfg = json.loads((tmp_path / "c.json").read_text())
     cfg["arch"]["base"] = 16
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="shape"):
@@ -137,6 +140,161 @@ def test_bad_checkpoints(tmp_path):
         load_checkpoint(w)
     with pytest.raises(ConfigError, match="does not exist"):
         load_checkpoint(tmp_path / "missing")
+
+
+def _flip_payload_byte(path):
+    blob = bytearray(path.read_bytes())
+    header = struct.unpack("<Q", blob[:8])[0]
+    blob[8 + header + (len(blob) - 8 - header) // 2] ^= 0x01  # one mantissa bit of one weight
+    path.write_bytes(bytes(blob))
+
+
+def test_checkpoint_records_sha256_of_its_files(tmp_path):
+    import hashlib
+
+    _tiny(tmp_path, "h", 2)
+    cfg = json.loads((tmp_path / "h.json").read_text())
+    for suffix, field in ((".safetensors", "weights_sha256"), (".state.safetensors", "state_sha256")):
+        assert cfg[field] == hashlib.sha256((tmp_path / f"h{suffix}").read_bytes()).hexdigest()
+    assert cfg["arch"] == {"channels": 1, "size": 8, "base": 8, "mults": [1, 2], "num_res": 1, "emb_dim": 16}
+
+
+def test_flipped_payload_byte_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from sdebench.cli import main
+
+    _tiny(tmp_path, "f", 2)
+    net_ok, _ = load_checkpoint(tmp_path / "f")
+    w = tmp_path / "f.safetensors"
+    _flip_payload_byte(w)
+    with pytest.raises(ConfigError, match=r"f\.safetensors' is damaged: its SHA-256 is [0-9a-f]{16}\.\.\., f\.json "
+                                          r"records [0-9a-f]{16}"):
+        load_checkpoint(w)
+    # the file still parses: without the digest the flip would load silently with one changed weight
+    from safetensors.torch import load_file
+
+    changed = [k for k, v in load_file(str(w)).items() if not torch.equal(v, net_ok.state_dict()[k].float())]
+    assert len(changed) == 1
+    # through the CLI, on a copy of the committed digits model with one flipped byte: exit 2, one line
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(images.DATA_DIR, data)
+    _flip_payload_byte(data / "digits_unet.safetensors")
+    monkeypatch.setattr(images, "DATA_DIR", data)
+    monkeypatch.setattr(images, "_PROBLEM_CACHE", {})
+    capsys.readouterr()
+    assert main(["run", "--problem", "digits", "--solver", "heun", "--nfe", "4", "--samples", "16",
+                 "--metrics", "sliced_w2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "digits_unet.safetensors' is damaged" in err and "Traceback" not in err
+    # the resume state is verified too
+    _tiny(tmp_path, "s", 2)
+    _flip_payload_byte(tmp_path / "s.state.safetensors")
+    with pytest.raises(ConfigError, match=r"s\.state\.safetensors' is damaged"):
+        _tiny(tmp_path, "s", 4, resume=True)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("base", -3, "arch.base must be an integer in [1, 1024], got -3"),
+    ("base", 0, "arch.base must be an integer in [1, 1024], got 0"),
+    ("base", "8", "arch.base must be an integer in [1, 1024], got '8'"),
+    ("base", 8.0, "arch.base must be an integer in [1, 1024], got 8.0"),
+    ("num_res", True, "arch.num_res must be an integer in [1, 8], got True"),
+    ("emb_dim", 15, "arch.emb_dim must be even, got 15"),
+    ("size", 10 ** 9, "arch.size must be an integer in [1, 512]"),
+    ("channels", None, "arch.channels must be an integer in [1, 16], got None"),
+    ("mults", [], "arch.mults must be a list of 1 to 6 integers in [1, 16], got []"),
+    ("mults", [1, -2], "arch.mults must be a list"),
+    ("mults", "12", "arch.mults must be a list"),
+    ("extra", 1, "'arch' has unknown field(s) extra"),
+])
+def test_invalid_architecture_field_is_a_one_line_error(tmp_path, capsys, field, value, needle):
+    from sdebench.problems.unet import arch_error
+
+    _tiny(tmp_path, "a", 2)
+    j = tmp_path / "a.json"
+    cfg = json.loads(j.read_text())
+    assert arch_error(cfg["arch"]) is None
+    cfg["arch"][field] = value
+    j.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_checkpoint(tmp_path / "a")
+    msg = str(info.value)
+    assert needle in msg and "a.json" in msg and "\n" not in msg
+    del cfg["arch"]["base"]
+    j.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="'arch' lacks base"):
+        load_checkpoint(tmp_path / "a")
+
+
+def test_checkpoint_without_digest_loads_with_one_warning(tmp_path, capsys):
+    """Policy for checkpoints saved before digests were recorded: they load (same weights), with one warning
+    line on stderr per file and process; record_hashes() adds the digests without touching the weights."""
+    from sdebench.problems import train
+
+    _tiny(tmp_path, "o", 2)
+    j = tmp_path / "o.json"
+    cfg = json.loads(j.read_text())
+    digest = cfg.pop("weights_sha256")
+    j.write_text(json.dumps(cfg))
+    w_before = (tmp_path / "o.safetensors").read_bytes()
+    capsys.readouterr()
+    net_a, _ = load_checkpoint(tmp_path / "o")
+    net_b, _ = load_checkpoint(tmp_path / "o")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "records no weights_sha256" in err and "o.json" in err
+    assert all(torch.equal(a, b) for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values()))
+    new = train.record_hashes(tmp_path / "o")
+    assert new["weights_sha256"] == digest and (tmp_path / "o.safetensors").read_bytes() == w_before
+    train._WARNED.clear()
+    load_checkpoint(tmp_path / "o")
+    assert capsys.readouterr().err == ""
+    # a recorded digest that does not match is never overwritten by record_hashes
+    _flip_payload_byte(tmp_path / "o.safetensors")
+    with pytest.raises(ConfigError, match="is damaged"):
+        train.record_hashes(tmp_path / "o")
+    cfg["weights_sha256"] = "zz"
+    j.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="weights_sha256 must be 64 lower-case hex digits"):
+        load_checkpoint(tmp_path / "o")
+
+
+def test_committed_checkpoints_record_their_digests(capsys):
+    """Every checkpoint in problems/data records the SHA-256 of its weight file and loads without a warning."""
+    import hashlib
+
+    from sdebench.metrics.images import load_classifier
+    from sdebench.problems import train
+
+    train._WARNED.clear()
+    for stem in ("digits_unet", "digits_consistency", "digits_classifier"):
+        cfg = json.loads((images.DATA_DIR / f"{stem}.json").read_text())
+        blob = (images.DATA_DIR / f"{stem}.safetensors").read_bytes()
+        assert cfg["weights_sha256"] == hashlib.sha256(blob).hexdigest(), stem
+    load_checkpoint(images.DATA_DIR / "digits_unet")
+    load_checkpoint(images.DATA_DIR / "digits_consistency")
+    load_classifier(images.DATA_DIR / "digits_classifier.safetensors")
+    assert capsys.readouterr().err == ""
+
+
+def test_classifier_checkpoint_is_verified(tmp_path):
+    import shutil
+
+    from sdebench.metrics.images import Classifier, load_classifier, save_classifier
+
+    torch.manual_seed(0)
+    save_classifier(tmp_path / "c", Classifier(width=4), {"data": "digits"})
+    clf = load_classifier(tmp_path / "c.safetensors")
+    assert clf.config == {"channels": 1, "classes": 10, "width": 4}
+    shutil.copy(tmp_path / "c.json", tmp_path / "c.json.bak")
+    _flip_payload_byte(tmp_path / "c.safetensors")
+    with pytest.raises(ConfigError, match=r"c\.safetensors' is damaged"):
+        load_classifier(tmp_path / "c")
+    cfg = json.loads((tmp_path / "c.json").read_text())
+    cfg["arch"]["width"] = -3
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"c\.json'.*arch\.width must be an integer in \[1, 256\], got -3"):
+        load_classifier(tmp_path / "c")
 
 
 def test_cli_train_errors(capsys):

@@ -91,3 +91,74 @@ def test_results_command(tmp_path, capsys):
 def test_store_not_a_store(tmp_path):
     with pytest.raises(ConfigError, match="not a results store"):
         Store(tmp_path, create=False)
+
+
+def _sweep_file(tmp_path, out):
+    f = tmp_path / "s.toml"
+    f.write_text(f'name = "heal"\nout = "{out}"\nproblems = ["gauss1d"]\nnfe = [4, 8]\nseeds = [0, 1]\n'
+                 'samples = 64\nmetrics = ["w2_exact", "w2"]\nsolvers = ["em", "ddim"]\n')
+    return f
+
+
+def _values(out):
+    df = pd.read_parquet(out / "results.parquet").drop(columns=["wall_s"])
+    return df.sort_values("cell_key").reset_index(drop=True)
+
+
+def test_rerun_quarantines_damaged_cells_and_recomputes_them(tmp_path, capsys):
+    ref_out, out = tmp_path / "ref", tmp_path / "store"
+    assert cli(["sweep", str(_sweep_file(tmp_path, ref_out)), "--workers", "0", "--no-report"]) == 0
+    ref = _values(ref_out)
+    f = _sweep_file(tmp_path, out)
+    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    cells = sorted((out / "cells").iterdir())
+    assert len(cells) == 8
+    trunc, empty, garbled, other_key, other_cfg = cells[:5]
+    trunc.write_bytes(trunc.read_bytes()[: trunc.stat().st_size // 2])
+    empty.write_bytes(b"")
+    raw = bytearray(garbled.read_bytes())
+    raw[10:20] = b"\x00\xff" * 5
+    garbled.write_bytes(bytes(raw))
+    other_key.write_text(cells[7].read_text())  # a valid cell, but of another key
+    doc = json.loads(other_cfg.read_text())
+    doc["config"]["nfe"] = 999  # a valid cell under its own key, but not this sweep's config for it
+    other_cfg.write_text(json.dumps(doc))
+    damaged = {p.name for p in cells[:5]}
+    capsys.readouterr()
+    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    cap = capsys.readouterr()
+    assert "ran 5 cells" in cap.out and "3 were already in the store" in cap.out
+    moved = [line for line in cap.err.splitlines() if line.startswith("damaged cell ")]
+    assert len(moved) == 5 and {line.split()[2] for line in moved} == damaged
+    quarantined = sorted((out / "quarantine").iterdir())
+    assert len(quarantined) == 5 and {p.name.split("-", 1)[1] for p in quarantined} == damaged
+    assert all(str(p) in cap.err for p in quarantined)
+    # the store is complete, each cell once, every file valid, values equal to the undamaged run
+    assert sorted(p.name for p in (out / "cells").iterdir()) == [p.name for p in cells]
+    df, rep = Store(out, create=False).consolidate()
+    assert rep.problems == [] and len(df) == 8 and df["cell_key"].is_unique
+    healed = _values(out)
+    assert healed["cell_key"].tolist() == ref["cell_key"].tolist()
+    pd.testing.assert_frame_equal(healed.drop(columns=["sweep"]), ref.drop(columns=["sweep"]))
+    # a third run finds nothing to do and moves nothing
+    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    cap = capsys.readouterr()
+    assert "ran 0 cells" in cap.out and "damaged" not in cap.err
+    assert len(list((out / "quarantine").iterdir())) == 5
+
+
+def test_resume_leaves_foreign_keys_alone(tmp_path):
+    st = Store(tmp_path / "s")
+    st.write("a", {"nfe": 4}, _row(0))
+    st.write("b", {"nfe": 8}, _row(1))
+    (st.cells_dir / "c.json").write_text("{")  # not expected by this sweep: reported, not moved
+    (st.cells_dir / "d.json").write_text("")
+    done, moved = st.resume({"a": {"nfe": 4}, "b": {"nfe": 4}, "d": {"nfe": 4}, "e": {}}, stamp="T")
+    assert done == {"a"}
+    assert [(n, d.name) for n, _, d in moved] == [("b.json", "T-b.json"), ("d.json", "T-d.json")]
+    assert "config differs" in moved[0][1] and "corrupt JSON" in moved[1][1]
+    assert sorted(p.name for p in st.cells_dir.iterdir()) == ["a.json", "c.json"]
+    # the same name quarantined twice in one second keeps both copies
+    st.write("b", {"nfe": 8}, _row(1))
+    _, moved = st.resume({"b": {"nfe": 4}}, stamp="T")
+    assert moved[0][2].name == "T-1-b.json" and (st.root / "quarantine" / "T-b.json").is_file()

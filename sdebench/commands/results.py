@@ -59,5 +59,6 @@ def main(args) -> int:
     for o in outs:
         print(f"wrote {write_table(df, o)}")
     if rep.problems:
-        print(f"{len(rep.problems)} file(s) skipped (listed on stderr)")
+        print(f"{len(rep.problems)} file(s) skipped (listed on stderr); re-running the sweep moves its damaged "
+              "cells into quarantine/ and recomputes them")
     return 0

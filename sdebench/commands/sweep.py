@@ -32,7 +32,7 @@ def main(args) -> int:
     from sdebench.io import write_table
     from sdebench.progress import Progress
     from sdebench.store import Store
-    from sdebench.sweep import load_sweep
+    from sdebench.sweep import config_to_dict, load_sweep
 
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
@@ -52,7 +52,11 @@ def main(args) -> int:
         return 0
     store = Store(out)
     store.write_manifest(sweep.name, [k for k, _, _ in cells], sweep.skipped, source=str(args.file))
-    done = set() if args.no_resume else store.finished()
+    done = set()
+    if not args.no_resume:
+        done, moved = store.resume({k: config_to_dict(cfg) for k, cfg, _ in cells})
+        for name, reason, dest in moved:
+            print(f"damaged cell {name} ({reason}): moved to {dest}, recomputing it", file=sys.stderr)
     if args.retry_errors:
         done = {k for k in done if store.status_of(k) != "error"}
     todo = [c for c in cells if c[0] not in done]

@@ -82,30 +82,54 @@ def train_classifier(data, epochs: int = 30, batch: int = 64, lr: float = 2e-3, 
     return clf, acc
 
 
+CLASSIFIER_LIMITS = {"channels": (1, 16), "classes": (2, 1000), "width": (1, 256)}
+
+
 def save_classifier(stem, clf: Classifier, info: dict) -> None:
-    from safetensors.torch import save_file
+    """``<stem>.safetensors`` + ``<stem>.json`` (info, format, arch and the SHA-256 of the weight file's bytes)."""
+    from safetensors.torch import save
+
+    from sdebench.problems.train import WEIGHTS_HASH
 
     stem = Path(stem)
-    save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, str(stem) + ".safetensors")
+    blob = save({k: v.contiguous() for k, v in clf.state_dict().items()})
+    Path(str(stem) + ".safetensors").write_bytes(blob)
     cfg = dict(info, format=CLASSIFIER_FORMAT, arch=clf.config)
+    cfg[WEIGHTS_HASH] = hashlib.sha256(blob).hexdigest()
     Path(str(stem) + ".json").write_text(json.dumps(cfg, indent=1) + "\n")
 
 
+def _classifier_arch_error(arch) -> str | None:
+    if not isinstance(arch, dict) or set(arch) != set(CLASSIFIER_LIMITS):
+        return f"'arch' must be a table of exactly {', '.join(CLASSIFIER_LIMITS)}, got {arch!r}"
+    for k, (lo, hi) in CLASSIFIER_LIMITS.items():
+        v = arch[k]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            return f"arch.{k} must be an integer in [{lo}, {hi}], got {v!r}"
+    return None
+
+
 def load_classifier(path) -> Classifier:
-    from sdebench.problems.train import _load_into, _read_safetensors
+    from sdebench.problems.train import WEIGHTS_HASH, _load_into, _read_safetensors, expected_hash
 
     path = Path(path)
     stem = str(path)[: -len(".safetensors")] if str(path).endswith(".safetensors") else str(path)
     jpath = Path(stem + ".json")
     try:
         cfg = json.loads(jpath.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read classifier config {str(jpath)!r}: {exc}") from None
-    if cfg.get("format") != CLASSIFIER_FORMAT:
+    if not isinstance(cfg, dict) or cfg.get("format") != CLASSIFIER_FORMAT:
         raise ConfigError(f"{str(jpath)!r} is not an {CLASSIFIER_FORMAT} file")
-    clf = Classifier(**cfg["arch"])
+    bad = _classifier_arch_error(cfg.get("arch"))
+    if bad:
+        raise ConfigError(f"classifier config {str(jpath)!r}: {bad}")
     wpath = Path(stem + ".safetensors")
-    _load_into(clf, _read_safetensors(wpath), wpath)
+    if not wpath.is_file():
+        raise ConfigError(f"checkpoint file {str(wpath)!r} does not exist")
+    tensors = _read_safetensors(wpath, expected_hash(cfg, WEIGHTS_HASH, jpath, wpath), jpath)
+    clf = Classifier(**cfg["arch"])
+    _load_into(clf, tensors, wpath)
     clf.info = cfg
     return clf.eval()
 
