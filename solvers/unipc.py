@@ -14,7 +14,8 @@ reuses the evaluation x0(x_t, t) that the next predictor needs, so it costs no N
 kept in the history is the one at the uncorrected point. No corrector after the last step.
 
 On a grid ending at t = 0 (sigma = 0, h = +inf, every r_k = 0 and R_p singular) the last predictor step
-is first order, its limit x_t = alpha_0 x0_s, as diffusers' UniPC does with ``final_sigmas_type="zero"``.
+is first order, its limit x_t = alpha_0 x0_s (diffusers' UniPCMultistepScheduler with
+``final_sigmas_type="zero"`` gets this only through ``lower_order_final``; without it its last step is inf).
 """
 
 from __future__ import annotations

@@ -102,3 +102,38 @@ def test_bad_grids_are_one_line_errors(grid, msg):
     with pytest.raises(ConfigError, match=msg) as exc:
         check_grid(grid, "ddim")
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("solver", ["dpm-solver++2m", "unipc"])
+def test_zero_end_matches_diffusers_final_sigmas_zero(solver):
+    """Independent implementation: diffusers' DPMSolverMultistepScheduler / UniPCMultistepScheduler with
+    final_sigmas_type="zero" (last step to sigma = 0, first order there), its sigmas overwritten with
+    sigma_t/alpha_t of our grid (logSNR grid to t_end, then t = 0), the analytic GMM denoiser as model.
+    diffusers' UniPC (0.3x) only lowers the last step's order through lower_order_final (without it its
+    step to sigma = 0 returns inf), so UniPC is compared with lower_order_final=True on both sides."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (test extra)")
+    from sdebench.schedules import make_grid
+
+    prob, s = get_problem("gmm1d"), get_sde("vp")
+    steps = 8
+    grid = torch.cat([make_grid(s, steps - 1, 0.02, "logsnr"), torch.zeros(1, dtype=torch.float64)])
+    x = prob.sample_t(32, s.T, s, generator=torch.Generator().manual_seed(0))
+    model = Model(s, **prob.model_functions(s))
+    if solver == "dpm-solver++2m":
+        ours = get_solver(solver)(model, x.clone(), grid, s, None)
+        sch = diffusers.DPMSolverMultistepScheduler(solver_order=2, algorithm_type="dpmsolver++",
+                                                    solver_type="midpoint", prediction_type="sample",
+                                                    lower_order_final=False, final_sigmas_type="zero")
+    else:
+        ours = get_solver(solver)(model, x.clone(), grid, s, None, order=2, lower_order_final=True)
+        sch = diffusers.UniPCMultistepScheduler(solver_order=2, solver_type="bh2", prediction_type="sample",
+                                                lower_order_final=True, final_sigmas_type="zero",
+                                                disable_corrector=[])
+    sch.set_timesteps(steps)
+    assert len(sch.sigmas) == steps + 1 and float(sch.sigmas[-1]) == 0.0
+    sch.sigmas = (s.sigma(grid) / s.alpha(grid)).to(torch.float64)
+    y = x.clone()
+    for i, ts in enumerate(sch.timesteps):
+        y = sch.step(prob.x0(y, grid[i], s), ts, y).prev_sample
+    assert bool(torch.isfinite(ours).all())
+    assert (y.double() - ours).abs().max() < 1e-5, (y.double() - ours).abs().max()
