@@ -19,7 +19,10 @@ NFE counting (column ``nfe_rule``): an unbatched CFG call evaluates the network 
 and unconditional) and costs 2; a batched CFG call stacks both into one forward pass of a doubled
 batch and costs 1, as k-diffusion's CFG denoiser and DPM-Solver++'s NFE tables count it. Classifier
 guidance costs 1 per call (the score network; the classifier gradient is not counted, as in
-guided-diffusion). The row's ``nfe`` is what the counter measured; ``model_calls`` = nfe / cost.
+guided-diffusion). The requested NFE is always the counted budget (:func:`solver_calls`): unbatched
+CFG at NFE 20 makes 10 model calls; a budget that is not a whole number of calls, or that the solver
+cannot split into steps, is a one-line error. The row's ``nfe`` is what the counter measured (equal to
+the budget for every fixed-grid solver); ``model_calls`` = nfe / cost.
 
 Ground truth (:func:`guided_metrics`):
 (a) w = 0 CFG (w = 1 classifier) samples p(x | c) exactly in the limit: the sample metrics of the
@@ -48,6 +51,7 @@ __all__ = [
     "CFG_PARAMS",
     "check_guidance",
     "guidance_cost",
+    "solver_calls",
     "nfe_rule",
     "guided_functions",
     "guided_score_fn",
@@ -106,6 +110,30 @@ def check_guidance(problem, guidance: str = "none", scale=0.0, class_label=None,
 def guidance_cost(guidance: str, batched: bool = False) -> int:
     """Network evaluations charged per model call."""
     return 2 if (guidance == "cfg" and not batched) else 1
+
+
+def solver_calls(nfe: int, guidance: str = "none", batched: bool = False, final_denoise: bool = False) -> int:
+    """Model calls a solver may make for a counted budget of ``nfe`` evaluations.
+
+    ``nfe`` counts network evaluations: a call costs :func:`guidance_cost` of them (2 for unbatched CFG),
+    and ``final_denoise`` keeps one call for the x0 prediction at t_end. NFEBudgetError (one line) if the
+    budget is not a whole number of calls or leaves the solver none."""
+    from .errors import NFEBudgetError
+
+    if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+        raise NFEBudgetError(f"NFE must be an integer >= 1, got {nfe}")
+    nfe = int(nfe)
+    cost = guidance_cost(guidance, batched)
+    if nfe % cost:
+        raise NFEBudgetError(f"NFE={nfe} is the counted budget, but unbatched {guidance} costs {cost} evaluations "
+                             f"per model call: use a multiple of {cost} (or --cfg-batched)")
+    calls = nfe // cost
+    if final_denoise:
+        calls -= 1
+        if calls < 1:
+            raise NFEBudgetError(f"NFE={nfe} leaves no model call for the solver once the final denoising call "
+                                 f"(cost {cost}) is taken")
+    return calls
 
 
 def nfe_rule(guidance: str, batched: bool = False) -> str:
@@ -216,6 +244,9 @@ def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_
                float(t_end), cfg.dtype)
         score_fn = guided_score_fn(problem, sde, guidance, cfg.scale, c, "x0")
         ref, ref_nfe = _cached_reference(key, score_fn, sde, x_T.to(torch.float64).cpu(), sde.T, t_end)
+        if getattr(cfg, "final_denoise", False):  # compare with the denoised reference D_w(x_ref, t_end)
+            ref = guided_model(problem, sde, guidance, cfg.scale, c, "x0").x0(ref, torch.tensor(float(t_end),
+                                                                                           dtype=torch.float64))
         err = (x_out - ref).norm(dim=1)
         row["path_err"] = float(torch.sqrt((err * err).mean()))
         row["path_err_med"] = float(err.median())

@@ -79,7 +79,9 @@ def _seeds(cfg: dict) -> list:
     return seeds
 
 
-KEY = ["solver", "model_calls", "scale"]
+_RULE = {True: "batched: 1 per guided call, so NFE = model calls",
+         False: "unbatched: 2 per guided call, so NFE = 2 x model calls"}
+KEY = ["solver", "nfe", "scale"]  # nfe: the counted budget (= model_calls x guidance_cost)
 
 
 def aggregate(ok: pd.DataFrame) -> pd.DataFrame:
@@ -101,18 +103,18 @@ def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    nfes = sorted(df["model_calls"].unique())
+    nfes = sorted(df["nfe"].unique())
     fig, axes = plt.subplots(1, len(nfes), figsize=(4.6 * len(nfes), 4.0), sharey=True)
     axes = [axes] if len(nfes) == 1 else list(axes)
     solvers = list(dict.fromkeys(df["solver"]))
     markers = "osD^v<>p"
     for ax, nfe in zip(axes, nfes):
-        sub = df[df["model_calls"] == nfe]
+        sub = df[df["nfe"] == nfe]
         for i, s in enumerate(solvers):
             r = sub[sub["solver"] == s].sort_values("scale")
             line = ax.plot(r["scale"], r[value], marker=markers[i % len(markers)], label=s)[0]
             if raw is not None and raw["seed"].nunique() > 1:
-                rr = raw[(raw["model_calls"] == nfe) & (raw["solver"] == s)].groupby("scale")[value]
+                rr = raw[(raw["nfe"] == nfe) & (raw["solver"] == s)].groupby("scale")[value]
                 ax.fill_between(rr.min().index, rr.min().values, rr.max().values, color=line.get_color(),
                                 alpha=0.15, linewidth=0)
         ax.set_xscale("symlog", linthresh=1.0)
@@ -137,8 +139,8 @@ def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
     seeds = sorted(raw["seed"].unique()) if len(raw) else []
     lines = [f"## Guided sampling: error vs guidance scale ({cfg['problem']}, class {cfg['class_label']})", ""]
     lines.append(
-        f"CFG ({cfg.get('cfg_param', 'eps')} parametrization, NFE counted as "
-        f"{'batched: 1 per guided call' if cfg.get('cfg_batched', True) else 'unbatched: 2 per guided call'}), "
+        f"CFG ({cfg.get('cfg_param', 'eps')} parametrization, NFE = the counted budget of network evaluations, "
+        f"{_RULE[bool(cfg.get('cfg_batched', True))]}), "
         f"SDE {cfg.get('sde', 'vp')}, {cfg.get('schedule', 'logsnr')} grid to t_end = {cfg.get('t_end', 1e-3)}, "
         f"x_T ~ p_T(x | c) exact, {int(ok['n_samples'].iloc[0]) if len(ok) else '?'} samples per cell, seeds "
         f"{', '.join(str(x) for x in seeds)} (tables: mean over seeds). Error = RMS over samples of "
@@ -161,8 +163,8 @@ def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
     if len(bad):
         lines.append("")
     scales = sorted(ok["scale"].unique())
-    for nfe in sorted(ok["model_calls"].unique()):
-        sub = ok[ok["model_calls"] == nfe]
+    for nfe in sorted(ok["nfe"].unique()):
+        sub = ok[ok["nfe"] == nfe]
         lines.append(f"**Pathwise error at NFE {nfe}** (ratio = error at w = {scales[-1]:g} / error at w = "
                      f"{scales[0]:g})")
         lines.append("")
@@ -182,8 +184,8 @@ def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
         lines.append("")
         lines.append("| NFE | solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")
         lines.append("|---|---|" + "---|" * len(scales))
-        for nfe in sorted(ok["model_calls"].unique()):
-            sub = ok[ok["model_calls"] == nfe]
+        for nfe in sorted(ok["nfe"].unique()):
+            sub = ok[ok["nfe"] == nfe]
             for s in dict.fromkeys(sub["solver"]):
                 r = sub[sub["solver"] == s].set_index("scale")["class_mass"]
                 lines.append(f"| {nfe} | {s} | " + " | ".join(_fmt(r.get(w, float('nan'))) for w in scales) + " |")
@@ -196,9 +198,9 @@ def report(df: pd.DataFrame, cfg: dict, missing: list, fig_path: str) -> str:
         lines.append("")
         lines.append("| solver | NFE | " + " | ".join(f"{c} (null)" for c in cols) + " |")
         lines.append("|---|---|" + "---|" * len(cols))
-        for _, r in w0.sort_values(["solver", "model_calls"]).iterrows():
+        for _, r in w0.sort_values(["solver", "nfe"]).iterrows():
             cells_ = [f"{_fmt(r[c])} ({_fmt(r.get(c + '_null'))})" for c in cols]
-            lines.append(f"| {r['solver']} | {r['model_calls']} | " + " | ".join(cells_) + " |")
+            lines.append(f"| {r['solver']} | {r['nfe']} | " + " | ".join(cells_) + " |")
         lines.append("")
     lines.extend(closing_note(ok, scales))
     return "\n".join(lines) + "\n"
@@ -210,8 +212,8 @@ def closing_note(ok: pd.DataFrame, scales) -> list:
         return []
     out = ["**Which solver holds its accuracy as w grows** (ranked by RMS pathwise error; generated from the rows)",
            ""]
-    for nfe in sorted(ok["model_calls"].unique()):
-        piv = ok[ok["model_calls"] == nfe].pivot_table(index="solver", columns="scale", values="path_err")
+    for nfe in sorted(ok["nfe"].unique()):
+        piv = ok[ok["nfe"] == nfe].pivot_table(index="solver", columns="scale", values="path_err")
         parts = []
         for w in scales[1:]:
             if w not in piv:
@@ -230,7 +232,7 @@ def gaussian_rows(cfg: dict, solvers: list) -> pd.DataFrame:
     Gaussian of the whole target; W2 of each solver's exact output law vs the exact guided ODE law."""
     import torch
 
-    from .guidance import exact_guided_law, guided_ode_law
+    from .guidance import exact_guided_law, guided_ode_law, solver_calls
     from .metrics import gaussian as gx
     from .problems import get_problem
     from .problems.labelled import labelled
@@ -255,18 +257,22 @@ def gaussian_rows(cfg: dict, solvers: list) -> pd.DataFrame:
         for name in solvers:
             spec = get_solver(name)
             for nfe in cfg["nfe"]:
-                steps = spec.steps_for_nfe(int(nfe))
+                # the counted budget -> model calls, the same rule as the sampled cells (sdebench.run.cell_budget)
+                calls = solver_calls(int(nfe), cfg.get("guidance", "cfg"), bool(cfg.get("cfg_batched", True)))
+                steps = spec.steps_for_nfe(calls)
                 grid = make_grid(sde, steps, t_end, cfg.get("schedule", "logsnr"))
                 m, P = exact_guided_law(spec, sde, grid, cond, uncond, float(w), m_T, P_T,
-                                        cfg.get("guidance", "cfg"), nfe=int(nfe))
+                                        cfg.get("guidance", "cfg"), nfe=calls)
                 ok = bool(torch.isfinite(m).all() and torch.isfinite(P).all())
                 w2 = gx.w2(m, P, m_ref, P_ref) if ok else float("nan")
-                rows.append({"solver": name, "model_calls": int(nfe), "scale": float(w), "w2_exact": w2,
+                rows.append({"solver": name, "nfe": int(nfe), "model_calls": calls, "scale": float(w), "w2_exact": w2,
                              "w2_rel": w2 / size, "ref_std": float(torch.sqrt(torch.trace(P_ref)))})
     return pd.DataFrame(rows)
 
 
 def gaussian_section(g: pd.DataFrame, cfg: dict, fig_path: str) -> str:
+    if "nfe" not in g:  # tables written before the nfe column (batched CFG: NFE = model calls)
+        g = g.assign(nfe=g["model_calls"])
     scales = sorted(g["scale"].unique())
     lines = ["### Exact Gaussian analogue (ground truth (c))", "",
              f"Conditional = the first Gaussian component of class {cfg.get('gaussian_class', cfg['class_label'])} "
@@ -274,8 +280,8 @@ def gaussian_section(g: pd.DataFrame, cfg: dict, fig_path: str) -> str:
              "whole target: the guided score is affine, so each solver's output law is exact "
              "(sdebench.exact.output_gaussian) and so is the guided ODE law (moment ODEs, dopri5 at 1e-11). "
              f"Entry = W2(output law, exact guided law) / sqrt(E|x|^2 under the exact law). Figure: `{fig_path}`.", ""]
-    for nfe in sorted(g["model_calls"].unique()):
-        sub = g[g["model_calls"] == nfe]
+    for nfe in sorted(g["nfe"].unique()):
+        sub = g[g["nfe"] == nfe]
         lines.append(f"**Relative exact W2 at NFE {nfe}**")
         lines.append("")
         lines.append("| solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")

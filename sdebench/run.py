@@ -4,6 +4,12 @@ Data flow: problem + sde -> grid (schedule, NFE budget) -> counted Model -> x_T 
 -> solver(model, x_T, grid, sde, noise) -> metrics with their Monte Carlo nulls -> row dict.
 A sampler that produces non-finite values gives a row with status ``diverged``; a failure inside a
 cell gives status ``error`` with the message. Neither raises.
+
+NFE: ``nfe`` is always the counted budget (network evaluations). The solver gets
+:func:`sdebench.guidance.solver_calls` model calls of it: ``nfe / cost`` (cost 2 for unbatched CFG), less
+one with ``final_denoise``, which outputs the model's x0 prediction D(x, t_end) at the end of the solve
+(the diffusers / k-diffusion convention of a last jump to sigma = 0, made explicit). The field is left out
+of the cell key and the row when off, so cells without it keep their keys.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, NFEBudgetError
 from .exact import output_gaussian
-from .guidance import check_guidance, guided_metrics, guided_model
+from .guidance import check_guidance, guidance_cost, guided_metrics, guided_model, solver_calls
 from .metrics import gaussian as gx
 from .metrics import samples as sm
 from .model import Model
@@ -27,7 +33,8 @@ from .problems.labelled import labelled
 from .schedules import make_grid
 from .sde import get_sde
 
-__all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps"]
+__all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps", "cell_budget",
+           "FinalDenoise"]
 
 # metric name -> one-line description (shown by `sdebench list`)
 METRICS = {
@@ -79,9 +86,47 @@ class CellConfig:
     class_label: int | None = None  # target class of guided sampling
     cfg_param: str = "eps"  # CFG combination in 'eps' or 'x0'
     cfg_batched: bool = False  # CFG cond+uncond in one batched call (cost 1) or two calls (cost 2)
+    final_denoise: bool = False  # output D(x, t_end), the x0 prediction, as one more model call of the budget
 
     def key(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "metrics"}
+        """The row's key columns; ``final_denoise`` only when on (cells without it keep their keys)."""
+        return {k: v for k, v in asdict(self).items()
+                if k != "metrics" and not (k == "final_denoise" and not v)}
+
+
+class FinalDenoise:
+    """A solver spec followed by the model's x0 prediction at the grid's end: one more model call.
+
+    x_out = D(x_N, t_N) = E[x_0 | x_{t_N} = x_N]. For a Gaussian target D is affine, so the exact output
+    law (sdebench.exact) and the change-of-variables density (its Jacobian included) still apply."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __getattr__(self, name):
+        return getattr(self.spec, name)
+
+    def sample(self, model, x, grid, sde, noise=None, nfe=None, **options):
+        out = self.spec.sample(model, x, grid, sde, noise, nfe=nfe, **options)
+        return model.x0(out, grid[-1])
+
+    __call__ = sample
+
+
+def cell_budget(cfg: CellConfig, spec=None) -> int:
+    """Model calls the cell's solver may make: the counted budget ``cfg.nfe`` over the evaluations per
+    call, less the final denoising call. A budget the solver cannot meet is a one-line NFEBudgetError."""
+    calls = solver_calls(cfg.nfe, cfg.guidance, cfg.cfg_batched, cfg.final_denoise)
+    if spec is not None and calls != cfg.nfe:
+        try:
+            spec.steps_for_nfe(calls)
+        except NFEBudgetError as exc:
+            cost = guidance_cost(cfg.guidance, cfg.cfg_batched)
+            how = [f"{cost} evaluations per model call"] if cost > 1 else []
+            how += ["1 call for the final denoise"] if cfg.final_denoise else []
+            raise NFEBudgetError(f"NFE={cfg.nfe} is the counted budget; with {' and '.join(how)} the solver gets "
+                                 f"{calls} model calls, and {exc}") from None
+    return calls
 
 
 def crn_base_steps(steps_list, cap: int = 4096) -> int | None:
@@ -126,7 +171,9 @@ def prepare(cfg: CellConfig):
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available")
     t_end = sde.t_end_default if cfg.t_end is None else cfg.t_end
-    steps = spec.steps_for_nfe(cfg.nfe)
+    if not isinstance(cfg.final_denoise, bool):
+        raise ConfigError(f"final_denoise must be true or false, got {cfg.final_denoise!r}")
+    steps = spec.steps_for_nfe(cell_budget(cfg, spec))
     grid = make_grid(sde, steps, t_end, cfg.schedule)
     unknown = [m for m in cfg.metrics if m not in METRICS]
     if unknown:
@@ -207,8 +254,9 @@ def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x
         if deterministic and problem.d <= dn.MAX_DIM:
             model = _model(problem, sde, cfg)
             logp0 = dn.init_log_prob(_cond(problem, cfg), sde, cfg.init, x_T)
-            out.update(dn.density_metrics(spec, model, x_T.to(torch.float64).cpu(), grid, sde, logp0, target,
-                                          nfe=cfg.nfe, options=options))
+            run = FinalDenoise(spec) if cfg.final_denoise else spec
+            out.update(dn.density_metrics(run, model, x_T.to(torch.float64).cpu(), grid, sde, logp0, target,
+                                          nfe=cell_budget(cfg), options=options))
         elif problem.d <= 2:
             null_x = _target_sample(target, x0.shape[0], cfg.seed, stream=1)
             a, b = st.kde_tv_kl(x0, target), st.kde_tv_kl(null_x, target)
@@ -250,7 +298,8 @@ def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nf
     def make_model():
         return _model(problem, sde, cfg)
 
-    mean, cov = output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=nfe, options=options, base_grid=base)
+    run = FinalDenoise(spec) if cfg.final_denoise else spec
+    mean, cov = output_gaussian(run, make_model, sde, grid, m_T, P_T, nfe=nfe, options=options, base_grid=base)
     mu, S = target.means[0], target.covs[0]
     out: dict = {}
     if not (torch.isfinite(mean).all() and torch.isfinite(cov).all()):
@@ -268,6 +317,20 @@ def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nf
         except (torch.linalg.LinAlgError, ValueError):
             out["tv_exact"], out["tv_exact_se"] = math.nan, math.nan
     return out
+
+
+def _image_cfg(cfg: CellConfig) -> CellConfig:
+    """With final_denoise, image cells skip path_err (it compares with the ODE solution at t_end, not with
+    its denoised value)."""
+    if not cfg.final_denoise:
+        return cfg
+    from dataclasses import replace
+
+    from .metrics.images import IMAGE_METRICS
+
+    names = [m for m in IMAGE_METRICS if m != "png"] if tuple(cfg.metrics) == tuple(DEFAULT_METRICS) else \
+        list(cfg.metrics)
+    return replace(cfg, metrics=tuple(m for m in names if m != "path_err"))
 
 
 def _versions(device: str) -> dict:
@@ -307,9 +370,11 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
         if cfg.crn_steps:
             noise.base_grid = make_grid(sde, cfg.crn_steps, t_end, cfg.schedule)
         x_T = _initial(_cond(problem, cfg), sde, cfg, noise, dtype, device)
+        calls = cell_budget(cfg)
+        run = FinalDenoise(spec) if cfg.final_denoise else spec
         t0 = time.perf_counter()
         with torch.no_grad():
-            x0 = spec.sample(model, x_T, grid, sde, noise, nfe=cfg.nfe, **options)
+            x0 = run.sample(model, x_T, grid, sde, noise, nfe=calls, **options)
         if x0.is_cuda:
             torch.cuda.synchronize()
         row["wall_s"] = time.perf_counter() - t0
@@ -320,14 +385,14 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
         x0 = x0.to(torch.float64).cpu()
         if getattr(problem, "is_image", False):  # image problems judge themselves (metrics/images.py)
             with torch.no_grad():
-                row.update(problem.metrics(x0, x_T, sde, t_end, spec.kind, cfg))
+                row.update(problem.metrics(x0, x_T, sde, t_end, spec.kind, _image_cfg(cfg)))
             row.update(status="ok", error="")
             return row
         cond = _cond(problem, cfg)
         target = cond.marginal(t_end, sde) if cfg.reference == "t_end" else cond
         row.update(sample_metrics(target, x0, cfg.metrics, cfg.seed))
         with torch.no_grad():
-            row.update(exact_metrics(problem, target, sde, spec, grid, cfg, options, cfg.nfe))
+            row.update(exact_metrics(problem, target, sde, spec, grid, cfg, options, calls))
         row.update(honest_metrics(problem, target, sde, spec, grid, cfg, options, x_T, x0))
         if cfg.guidance != "none":
             row.update(guided_metrics(problem, sde, cfg, spec, options, x_T, x0, t_end, model.nfe))

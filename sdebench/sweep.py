@@ -13,7 +13,8 @@ A sweep file (see ``sweeps/quick.toml``)::
     metrics = ["w2_exact", "w2"]       # default: sdebench.run.DEFAULT_METRICS
     metrics_by_problem = { gmm2d-ring8 = ["sliced_w2"] }   # optional per-problem override
     solvers = ["em", "heun"]           # names, "all", or tables (below)
-    # optional: t_end, T, init, dtype, device, reference, crn (default true), skip_incompatible
+    # optional: t_end, T, init, dtype, device, reference, crn (default true), skip_incompatible,
+    # final_denoise (default false: output D(x, t_end), the x0 prediction, as the budget's last model call)
 
     [[solvers]]                        # a solver with options; label names it in tables and plots
     name = "ddim"
@@ -27,7 +28,8 @@ run is left out and counted instead of being an error.
 
 The cell key is the first 20 hex digits of the SHA-256 of the canonical JSON of the full cell config
 (every CellConfig field, metrics and the common-random-numbers base grid included), so a cell's key
-changes exactly when something that changes its result changes.
+changes exactly when something that changes its result changes. ``final_denoise`` enters the config
+only when true, so cells written before it existed keep their keys.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 import tomllib
 
 from .errors import ConfigError, NFEBudgetError
-from .run import DEFAULT_METRICS, METRICS, CellConfig, crn_base_steps
+from .run import DEFAULT_METRICS, METRICS, CellConfig, cell_budget, crn_base_steps
 
 __all__ = ["Sweep", "SolverEntry", "load_sweep", "parse_sweep", "cell_key", "config_to_dict", "config_from_dict",
            "KEY_LENGTH"]
@@ -49,7 +51,7 @@ __all__ = ["Sweep", "SolverEntry", "load_sweep", "parse_sweep", "cell_key", "con
 KEY_LENGTH = 20
 _TOP_KEYS = {"name", "out", "problems", "sdes", "schedules", "nfe", "seeds", "samples", "metrics", "solvers",
              "t_end", "T", "init", "dtype", "device", "reference", "crn", "skip_incompatible", "description",
-             "metrics_by_problem"}
+             "metrics_by_problem", "final_denoise"}
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Sweep:
     skip_incompatible: bool = False
     description: str = ""
     metrics_by_problem: dict = field(default_factory=dict)
+    final_denoise: bool = False
     skipped: list = field(default_factory=list)  # (problem, sde, solver, nfe, reason) left out by skip_incompatible
 
     def cells(self) -> list[tuple[str, CellConfig, str]]:
@@ -128,7 +131,7 @@ class Sweep:
                                     _, sde_obj, _, _, _, _, t_end = prepare(cfg)
                                     ctx = (sde_obj, t_end)
                                 else:  # only the budget and the grid depend on the NFE
-                                    make_grid(ctx[0], spec.steps_for_nfe(nfe), ctx[1], schedule)
+                                    make_grid(ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], schedule)
                             except ConfigError as exc:
                                 incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
                                 if self.skip_incompatible and incompatible:
@@ -141,7 +144,9 @@ class Sweep:
                             continue
                         crn = None
                         if self.crn and not spec.adaptive:
-                            crn = crn_base_steps([spec.steps_for_nfe(n) for n in nfes])
+                            crn = crn_base_steps([spec.steps_for_nfe(cell_budget(
+                                self._config(problem, sde, schedule, entry, n, self.seeds[0], None), spec))
+                                for n in nfes])
                         for nfe in nfes:
                             for seed in self.seeds:
                                 cfg = self._config(problem, sde, schedule, entry, nfe, seed, crn)
@@ -153,12 +158,15 @@ class Sweep:
                           schedule=schedule, t_end=self.t_end, T=self.T, init=self.init, dtype=self.dtype,
                           device=self.device, solver_options=dict(entry.options),
                           metrics=tuple(self.metrics_by_problem.get(problem, self.metrics)),
-                          crn_steps=crn, reference=self.reference)
+                          crn_steps=crn, reference=self.reference, final_denoise=self.final_denoise)
 
 
 def config_to_dict(cfg: CellConfig) -> dict:
+    """The cell's full config as a dict (what its key hashes); ``final_denoise`` only when on."""
     d = asdict(cfg)
     d["metrics"] = list(d["metrics"])
+    if not d.get("final_denoise"):
+        d.pop("final_denoise", None)
     return d
 
 
@@ -288,7 +296,7 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     for key in ("init", "dtype", "device", "reference"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{_where(source, key)} must be a string, got {data[key]!r}")
-    for key in ("crn", "skip_incompatible"):
+    for key in ("crn", "skip_incompatible", "final_denoise"):
         if key in data and not isinstance(data[key], bool):
             raise ConfigError(f"{_where(source, key)} must be true or false, got {data[key]!r}")
     return Sweep(
@@ -301,7 +309,7 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
         init=data.get("init", "exact"), dtype=data.get("dtype", "float64"), device=data.get("device", "cpu"),
         reference=data.get("reference", "t_end"), crn=data.get("crn", True),
         skip_incompatible=data.get("skip_incompatible", False), description=str(data.get("description", "")),
-        metrics_by_problem=mbp,
+        metrics_by_problem=mbp, final_denoise=data.get("final_denoise", False),
     )
 
 

@@ -76,3 +76,23 @@ def ei_score_coeff(sde, t_from: float, t_to: float) -> float:
         c[(a, b)] = out
     return out
 
+
+# ---- grids that end at t = 0 -------------------------------------------------------------------------
+# The convention of diffusers and k-diffusion: the last step jumps to sigma = 0 (t = 0, p_0 is the data).
+# There lambda = log(alpha/sigma) is +inf and the score/eps of a network is singular (score = -eps/sigma),
+# so no solver evaluates the model at t = 0: each either takes a first-order last step that only uses
+# the model at the previous point (exponential integrators: x_next = alpha_0 * x0(x, t_{N-1}); Heun-type
+# and Runge-Kutta methods: an Euler step) or refuses the grid with a one-line ConfigError
+# (:func:`refuse_zero_end`).
+def ends_at_zero(grid) -> bool:
+    """True if the grid's last time is exactly t = 0 (sigma = 0)."""
+    return float(grid[-1]) == 0.0
+
+
+def refuse_zero_end(name: str, grid, why: str) -> None:
+    """Raise the one-line ConfigError of a solver that cannot take a grid ending at t = 0."""
+    if ends_at_zero(grid):
+        from sdebench.errors import ConfigError
+
+        raise ConfigError(f"solver {name!r} cannot take a grid ending at t = 0 (sigma = 0): {why}; "
+                          f"end the grid at t_end > 0 (e.g. 1e-3) or use --final-denoise")

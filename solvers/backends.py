@@ -24,7 +24,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at, pf_drift
+from ._common import at, ends_at_zero, pf_drift, refuse_zero_end
 from .base import register
 
 try:  # the back-ends are optional at import time; using one without its package is a ConfigError
@@ -183,7 +183,8 @@ def _rh_nfe(steps, grid=None):
 def torchsde_euler(model, x, grid, sde, noise):
     """torchsde 'euler' on the reverse SDE (same update as ``em``). Strong order 1, 1 NFE per step.
 
-    x' = x + a(s, x) h + b(s) dW in reverse time s = T - t. Weak order 1. Uniform grids only."""
+    x' = x + a(s, x) h + b(s) dW in reverse time s = T - t. Weak order 1. Uniform grids only. The drift is
+    evaluated at the left point of each step only, so a grid ending at t = 0 needs nothing special."""
     return _sdeint("torchsde-euler", model, x, grid, sde, noise)
 
 
@@ -193,7 +194,8 @@ def torchsde_milstein(model, x, grid, sde, noise):
     """torchsde 'milstein' (Ito) on the reverse SDE. Strong order 1, 1 NFE per step.
 
     x' = x + a h + b dW + (1/2) b b' (dW^2 - h); with additive noise b' = 0, so it reduces to
-    Euler-Maruyama. Weak order 1. Uniform grids only."""
+    Euler-Maruyama. Weak order 1. Uniform grids only. Like ``torchsde-euler`` it never evaluates the drift
+    at the grid's end, so a grid ending at t = 0 needs nothing special."""
     return _sdeint("torchsde-milstein", model, x, grid, sde, noise)
 
 
@@ -203,7 +205,8 @@ def torchsde_srk(model, x, grid, sde, noise):
     """torchsde 'srk' (Roessler's SRA1 for additive noise). Strong order 1.5, 2 NFE per step.
 
     The same scheme as ``srk``, fed dW and the space-time integral U = int (W - W_s) du from the noise
-    source. Uniform grids only."""
+    source. Uniform grids only. The drift is evaluated at s_n and s_n + 3h/4 only, so a grid ending at
+    t = 0 needs nothing special."""
     return _sdeint("torchsde-srk", model, x, grid, sde, noise)
 
 
@@ -216,7 +219,10 @@ def torchsde_reversible_heun(model, x, grid, sde, noise):
 
     z' = 2 y - z + a(s, z) h + b dW, y' = y + (a(s, z) + a(s', z')) h / 2 + b dW (drift reused across
     steps; Stratonovich = Ito for additive noise; strong order 0.5 in general). Not stable on strongly
-    dissipative drifts. Uniform grids only."""
+    dissipative drifts. Uniform grids only. A grid ending at t = 0 is refused (ConfigError): the method
+    evaluates the drift at the end of every step, and the score is singular at sigma = 0."""
+    refuse_zero_end("torchsde-reversible-heun", grid, "it evaluates the drift at the end point, where the score "
+                    "is singular")
     return _sdeint("torchsde-reversible-heun", model, x, grid, sde, noise)
 
 
@@ -237,17 +243,31 @@ def _odeint():
     return odeint
 
 
-@register("rk4", kind="ode", order=4, nfe_per_step=4, family="back-end (torchdiffeq)", paper=_TORCHDIFFEQ)
+def _rk4_nfe(steps, grid):
+    if grid is not None and ends_at_zero(grid):
+        return 4 * (steps - 1) + 1  # Euler last step to t = 0
+    return 4 * steps
+
+
+@register("rk4", kind="ode", order=4, nfe_per_step=4, family="back-end (torchdiffeq)", paper=_TORCHDIFFEQ,
+          nfe_for_steps=_rk4_nfe)
 def rk4(model, x, grid, sde, noise):
     """torchdiffeq 'rk4' (Kutta's 3/8 rule) on the probability-flow ODE. Order 4, 4 NFE per step.
 
-    dx/dt = f x - g^2/2 score, stepping exactly on the solver grid T -> t_end."""
+    dx/dt = f x - g^2/2 score, stepping exactly on the solver grid T -> t_end. If the grid ends at t = 0
+    (sigma = 0, where the velocity is singular) the last step is Euler x - h v(x, t_{N-1}), as k-diffusion
+    does, so N steps cost 4(N - 1) + 1 NFE on such a grid."""
     odeint = _odeint()
 
     def v(t, y):
         return pf_drift(model, sde, y, t.to(torch.float64))
 
-    return odeint(v, x, grid.to(device=x.device, dtype=torch.float64).to(x.dtype), method="rk4")[-1]
+    body = grid[:-1] if ends_at_zero(grid) else grid
+    if len(body) > 1:
+        x = odeint(v, x, body.to(device=x.device, dtype=torch.float64).to(x.dtype), method="rk4")[-1]
+    if ends_at_zero(grid):
+        x = x - pf_drift(model, sde, x, grid[-2]) * float(grid[-2] - grid[-1])
+    return x
 
 
 @register("dopri5", kind="ode", order=5, nfe_per_step=1, adaptive=True, family="back-end (torchdiffeq)",
@@ -259,9 +279,12 @@ def dopri5(model, x, grid, sde, noise, rtol: float = 1e-5, atol: float = 1e-5):
     Integrates from grid[0] = T to grid[-1] = t_end (intermediate grid points are ignored). The NFE
     (about 6 per accepted step, rejected steps and the initial step-size probe included) is whatever
     rtol/atol need, counted.
-    At rtol = atol = 1e-10 it is the reference ODE solution for pathwise errors."""
+    At rtol = atol = 1e-10 it is the reference ODE solution for pathwise errors.
+    A grid ending at t = 0 is refused (ConfigError): every accepted step evaluates the velocity at its end
+    point, and the velocity is singular at sigma = 0."""
     if not (rtol > 0 and atol > 0):
         raise ConfigError(f"dopri5 needs rtol > 0 and atol > 0, got rtol={rtol}, atol={atol}")
+    refuse_zero_end("dopri5", grid, "it evaluates the velocity at the end point, where it is singular")
     odeint = _odeint()
     lo, hi = float(grid[-1]), float(grid[0])
 

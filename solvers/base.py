@@ -27,7 +27,7 @@ import torch
 
 from sdebench.errors import ConfigError, NFEBudgetError
 
-__all__ = ["SolverSpec", "register", "SOLVERS", "get_solver"]
+__all__ = ["SolverSpec", "register", "SOLVERS", "get_solver", "check_grid"]
 
 SOLVERS: dict[str, SolverSpec] = {}
 
@@ -112,6 +112,7 @@ class SolverSpec:
         """Run the solver on ``grid`` and check the counted NFE against the declared cost."""
         self.check_sde(sde)
         opts = self.check_options(options)
+        check_grid(grid, self.name)
         steps = len(grid) - 1
         if noise is not None:
             noise.for_grid(grid)
@@ -137,6 +138,19 @@ class SolverSpec:
     def _fn_params(self):
         return inspect.signature(self.fn).parameters
 
+
+
+def check_grid(grid, name: str = "") -> None:
+    """A solver grid is a 1-D tensor of at least two times, strictly decreasing, ending at t >= 0; t = 0
+    (sigma = 0) is allowed and every solver either takes that last step safely or refuses it."""
+    who = f"solver {name!r}: " if name else ""
+    if not isinstance(grid, torch.Tensor) or grid.dim() != 1 or len(grid) < 2:
+        raise ConfigError(f"{who}the grid must be a 1-D tensor of at least 2 times, got {grid!r}")
+    g = grid.detach().to(torch.float64).cpu()
+    if not bool(torch.isfinite(g).all()) or not bool((g[1:] < g[:-1]).all()):
+        raise ConfigError(f"{who}the grid must be finite and strictly decreasing (T -> t_end), got {g.tolist()}")
+    if float(g[-1]) < 0:
+        raise ConfigError(f"{who}the grid must end at t >= 0, got t_end = {float(g[-1]):g}")
 
 
 def register(

@@ -5,6 +5,10 @@ supplies it: the exact/ODE oracle for mixtures, a distilled network otherwise). 
 current estimate x (a sample at t_end) to time tau uses the exact forward transition from t_end:
 x_tau = (alpha_tau / alpha_e) x + sqrt(sigma_tau^2 - (alpha_tau / alpha_e)^2 sigma_e^2) z, so a sample of
 p_{t_end} is mapped to a sample of p_tau. z is keyed noise ``noise.normal("consistency", i)``.
+
+A grid ending at t = 0 asks for the consistency function to t_end = 0: the samplers never evaluate the
+model at t = 0 themselves; the exact oracle maps to any t_end >= 0 and a distilled network refuses any
+t_end but its own (one-line ConfigError).
 """
 
 from __future__ import annotations

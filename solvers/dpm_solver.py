@@ -11,6 +11,11 @@ s = t_i to t = t_{i+1} (t < s), h = lambda_t - lambda_s > 0.
   (warm-up: 1 for the first step, 2 for the second in 3M); ``lower_order_final=True`` also lowers
   the order of the last step(s) (order 1 on the last step, order <= 2 on the one before), as
   diffusers does for short schedules.
+
+Grids ending at t = 0 (sigma = 0, lambda = +inf; the diffusers / k-diffusion convention): the last step
+is first order, and in the limit h -> inf every update above reduces to x_next = alpha_0 x0(x_s, s),
+the data prediction at the previous point (diffusers does the same with ``final_sigmas_type="zero"``).
+The model is never evaluated at t = 0. Singlestep solvers on such a grid spend 1 NFE on the last step.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at
+from ._common import at, ends_at_zero
 from .base import register
 
 _PAPER1 = "Lu et al. 2022 (DPM-Solver)"
@@ -57,6 +62,10 @@ def _single_step(model, x, sde, s_t, t_t, order: int):
     s, t = at(sde, s_t), at(sde, t_t)
     h = t["lam"] - s["lam"]
     eps_s = model.eps(x, s_t)
+    if t["sigma"] == 0.0:  # step to sigma = 0 (h = inf): the limit of the first-order update is alpha_t x0
+        if order != 1:
+            raise ValueError("a singlestep DPM-Solver step to sigma = 0 must be first order")
+        return (x - eps_s * s["sigma"]) * (t["alpha"] / s["alpha"])
     base = (t["alpha"] / s["alpha"]) * x - t["sigma"] * math.expm1(h) * eps_s
     if order == 1:
         return base
@@ -82,14 +91,21 @@ def _single_step(model, x, sde, s_t, t_t, order: int):
 def _single_run(model, x, grid, sde, nfe, order):
     steps = len(grid) - 1
     orders = singlestep_orders(nfe, order)
+    zero = ends_at_zero(grid)
+    full = order * (steps - 1) + 1 if zero else order * steps  # K steps of the given order, last one first order
     if len(orders) != steps:
-        if nfe == order * steps:
-            orders = [order] * steps
+        if nfe == full:
+            orders = [order] * (steps - 1) + [1 if zero else order]
         else:
             raise ConfigError(
                 f"dpm-solver-{order}: NFE={nfe} does not fit a {steps}-step grid (need {len(orders)} steps "
-                f"or NFE = {order * steps})"
+                f"or NFE = {full})"
             )
+    if zero and orders[-1] != 1:
+        raise ConfigError(
+            f"dpm-solver-{order}: the grid ends at t = 0 (sigma = 0), where only a first-order last step is "
+            f"defined, but NFE={nfe} ends with an order-{orders[-1]} step; use NFE = {full} on this {steps}-step grid"
+        )
     for i, k in enumerate(orders):
         x = _single_step(model, x, sde, grid[i], grid[i + 1], k)
     return x
@@ -104,6 +120,8 @@ def _steps_for(order):
 
 def _nfe_for(order):
     def fn(steps: int, grid=None) -> int:
+        if grid is not None and ends_at_zero(grid):
+            return order * (steps - 1) + 1  # first-order last step to sigma = 0
         return order * steps
 
     return fn
@@ -113,7 +131,8 @@ def _nfe_for(order):
 def dpm_solver_1(model, x, grid, sde, noise):
     """DPM-Solver-1: x_t = (alpha_t/alpha_s) x_s - sigma_t expm1(h) eps(x_s, s), h = lambda_t - lambda_s.
 
-    Identical to DDIM with eta = 0. Order 1, 1 NFE per step.
+    Identical to DDIM with eta = 0. Order 1, 1 NFE per step. A step to t = 0 (sigma = 0) is its limit
+    h -> inf: x_next = alpha_0 x0(x_s, s), x0 = (x_s - sigma_s eps) / alpha_s.
     """
     for i in range(len(grid) - 1):
         x = _single_step(model, x, sde, grid[i], grid[i + 1], 1)
@@ -136,7 +155,9 @@ def dpm_solver_2(model, x, grid, sde, noise, nfe: int = 0):
 
     u = (alpha_u/alpha_s) x_s - sigma_u expm1(h/2) eps_s at lambda_u = lambda_s + h/2;
     x_t = (alpha_t/alpha_s) x_s - sigma_t expm1(h) eps_s - sigma_t expm1(h) (eps(u) - eps_s).
-    An odd budget ends with one DPM-Solver-1 step (Lu et al.'s split).
+    An odd budget ends with one DPM-Solver-1 step (Lu et al.'s split). On a grid ending at t = 0
+    (sigma = 0) the last step must be that first-order step, x_next = alpha_0 x0(x_s, s): N steps cost
+    2N - 1 NFE; an even budget on such a grid is refused (ConfigError).
     """
     return _single_run(model, x, grid, sde, nfe, 2)
 
@@ -159,7 +180,9 @@ def dpm_solver_3(model, x, grid, sde, noise, nfe: int = 0):
     u2 = (a_2/a_s) x - s_2 expm1(r2 h) eps_s - s_2 (r2/r1) (expm1(r2 h)/(r2 h) - 1) D1;  D2 = eps(u2) - eps_s;
     x_t = (alpha_t/alpha_s) x - sigma_t expm1(h) eps_s - (sigma_t/r2) (expm1(h)/h - 1) D2.
     The NFE budget is split as in Lu et al.: nfe % 3 == 0 ends with orders [2, 1], == 1 with [1],
-    == 2 with [2]; a grid of K steps with NFE = 3K runs K third-order steps.
+    == 2 with [2]; a grid of K steps with NFE = 3K runs K third-order steps. On a grid ending at t = 0
+    (sigma = 0) the last step must be first order (x_next = alpha_0 x0(x_s, s)): K steps cost 3K - 2 NFE,
+    and a budget whose split ends with an order-2 step is refused (ConfigError).
     """
     return _single_run(model, x, grid, sde, nfe, 3)
 
@@ -210,7 +233,8 @@ def _multistep(model, x, grid, sde, order, lower_order_final, coeff="taylor"):
         ms.append(model.x0(x, grid[i]))
         lams.append(s["lam"])
         ms, lams = ms[-order:], lams[-order:]
-        x = _pp_update(x, s, t, ms, lams, _step_order(i, steps, order, lower_order_final), c3)
+        k = 1 if t["sigma"] == 0.0 else _step_order(i, steps, order, lower_order_final)
+        x = _pp_update(x, s, t, ms, lams, k, c3)
     return x
 
 
@@ -220,6 +244,7 @@ def dpm_solver_pp2m(model, x, grid, sde, noise, lower_order_final: bool = False)
 
     x_t = (sigma_t/sigma_s) x_s - alpha_t expm1(-h) [(1 + 1/(2r)) D_s - 1/(2r) D_prev],
     r = h_prev / h, D = x0 prediction. First step (and the last if lower_order_final) is order 1.
+    On a grid ending at t = 0 (sigma = 0) the last step is first order: x_next = alpha_0 D(x_s, s).
     """
     return _multistep(model, x, grid, sde, 2, lower_order_final)
 
@@ -234,7 +259,8 @@ def dpm_solver_pp3m(model, x, grid, sde, noise, lower_order_final: bool = False,
     phi_1 = expm1(-h); c = 2 (coeff="taylor", the exact integral of the quadratic interpolant: order 3)
     or c = 1 (coeff="reference": the coefficient of the DPM-Solver and diffusers code, measured
     globally order 2). Warm-up orders 1, 2 (their error is weighted by alpha_T, tiny: the global order
-    stays 3); lower_order_final lowers the last two steps to orders 2, 1.
+    stays 3); lower_order_final lowers the last two steps to orders 2, 1. On a grid ending at t = 0
+    (sigma = 0) the last step is first order: x_next = alpha_0 D(x_s, s).
     """
     return _multistep(model, x, grid, sde, 3, lower_order_final, coeff)
 
@@ -254,6 +280,7 @@ def dpm_solver_pp2m_sde(model, x, grid, sde, noise, lower_order_final: bool = Fa
           + sigma_t sqrt(1 - e^{-2h}) z,   r = h_prev/h, z = dW_i / sqrt(t_i - t_{i+1}).
     The exact solution of the reverse SDE's linear part with x0 extrapolated linearly in lambda.
     Weak order 1 (the noise is integrated exactly; the x0 term is second order). First step order 1.
+    On a grid ending at t = 0 (sigma = 0) the last step is x_next = alpha_0 D_0 (first order, no noise).
     """
     steps = len(grid) - 1
     prev = None
@@ -262,6 +289,9 @@ def dpm_solver_pp2m_sde(model, x, grid, sde, noise, lower_order_final: bool = Fa
         h = t["lam"] - s["lam"]
         m0 = model.x0(x, grid[i])
         one_m = -math.expm1(-2 * h)  # 1 - e^{-2h}
+        if t["sigma"] == 0.0:  # last step to sigma = 0: first order, no noise (the limit h -> inf)
+            x = t["alpha"] * m0
+            continue
         d = m0
         if prev is not None and _step_order(i, steps, 2, lower_order_final) == 2:
             r = (s["lam"] - prev[1]) / h

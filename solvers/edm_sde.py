@@ -12,12 +12,16 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at, reverse_sde_drift
+from ._common import at, ends_at_zero, reverse_sde_drift
 from .base import register
 
 
+def _heun_sde_nfe(steps, grid):
+    return 2 * steps - (1 if grid is not None and ends_at_zero(grid) else 0)
+
+
 @register("heun-sde", kind="sde", order=1, strong_order=1.0, nfe_per_step=2, family="SDE (stochastic Heun)",
-          paper="Kloeden & Platen 1992; Jolicoeur-Martineau et al. 2021")
+          paper="Kloeden & Platen 1992; Jolicoeur-Martineau et al. 2021", nfe_for_steps=_heun_sde_nfe)
 def heun_sde(model, x, grid, sde, noise):
     """Stochastic Heun (improved Euler) on the reverse SDE, additive noise. 2 NFE per step.
 
@@ -25,7 +29,8 @@ def heun_sde(model, x, grid, sde, noise):
         x~ = x - h F(x, t_i) + g(t_i) dW
         x' = x - (h/2) [F(x, t_i) + F(x~, t_{i+1})] + (g(t_i) + g(t_{i+1}))/2 dW.
     Strong order 1 and weak order 1 in general (weak order 2 for linear drift); the drift part is
-    second order.
+    second order. If the grid ends at t = 0 (sigma = 0, where the score is singular) the last step is
+    plain Euler-Maruyama x' = x~, so N steps cost 2N - 1 NFE on such a grid.
     """
     for i in range(len(grid) - 1):
         h = float(grid[i] - grid[i + 1])
@@ -34,6 +39,9 @@ def heun_sde(model, x, grid, sde, noise):
         dW = noise.dW(i)
         F0 = reverse_sde_drift(model, sde, x, grid[i])
         xp = x - h * F0 + g0 * dW
+        if float(grid[i + 1]) == 0.0:
+            x = xp
+            continue
         F1 = reverse_sde_drift(model, sde, xp, grid[i + 1])
         x = x - 0.5 * h * (F0 + F1) + 0.5 * (g0 + g1) * dW
     return x
@@ -56,7 +64,8 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
     y_{i+1} = y^ + (sbar_{i+1} - sbar^)(d + d')/2. S_churn = 0 gives the deterministic EDM Heun
     sampler in sbar. On contractive SDEs (cVP, cOU) sbar is bounded; a churned level beyond every sbar the
     SDE reaches is replaced by sbar(T). Weak order 1 with churn (the churn noise is a first-order SDE
-    step); 2 NFE per step.
+    step); 2 NFE per step. On a grid ending at t = 0 (sbar = 0) the last step is Euler in sbar, which is
+    x_next = alpha_0 D(x^, t^) (EDM's convention), so N steps cost 2N - 1 NFE.
     """
     for name, v in (("S_churn", S_churn), ("S_tmin", S_tmin), ("S_tmax", S_tmax), ("S_noise", S_noise)):
         if v < 0:

@@ -27,6 +27,8 @@ def ipndm(model, x, grid, sde, noise):
 
     c = AB weights of order min(i + 1, 4): (1), (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24.
     Order 4 on grids uniform in sbar (fixed weights: lower on strongly non-uniform grids); 1 NFE per step.
+    eps is only evaluated at the left point of each step and sbar = 0 at t = 0 is finite, so a grid
+    ending at t = 0 needs nothing special.
     """
     hist = []
     for i in range(len(grid) - 1):

@@ -17,7 +17,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at
+from ._common import at, ends_at_zero, refuse_zero_end
 from .base import register
 
 ALD_STEPS_PER_LEVEL = 5
@@ -28,8 +28,12 @@ def _mean_norm(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1).norm(dim=1).mean()
 
 
+def _pc_nfe(steps, grid):
+    return 2 * steps - (1 if grid is not None and ends_at_zero(grid) else 0)
+
+
 @register("pc", kind="sde", order=1, nfe_per_step=2, family="predictor-corrector",
-          paper="Song et al. 2021 (score SDE, Alg. PC sampling)")
+          paper="Song et al. 2021 (score SDE, Alg. PC sampling)", nfe_for_steps=_pc_nfe)
 def pc(model, x, grid, sde, noise, snr: float = 0.16):
     """Reverse-diffusion predictor + one Langevin corrector step per grid step. Weak order 1; 2 NFE per step.
 
@@ -39,6 +43,8 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
     Corrector at t: eps = 2 r_t (snr <|z'|> / <|score(x, t)|>)^2 (<.> = batch mean of per-sample norms,
     r = min(1, (alpha_s/alpha_t)^2): score_sde's alpha_i = 1 - beta_i for VP, 1 for VE),
     x <- x + eps score + sqrt(2 eps) z'.
+    On a grid ending at t = 0 (sigma = 0, where the score is singular) the last step is the predictor
+    alone (no corrector at t = 0), so N steps cost 2N - 1 NFE on such a grid.
     """
     if not snr > 0:
         raise ConfigError(f"pc snr must be > 0, got {snr}")
@@ -50,6 +56,8 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
             v = 0.0
         z = noise.dW(i) / math.sqrt(float(grid[i] - grid[i + 1]))
         x = x - ((a - 1.0) * x - v * model.score(x, grid[i])) + math.sqrt(v) * z
+        if float(grid[i + 1]) == 0.0:
+            continue
         grad = model.score(x, grid[i + 1])
         zc = noise.normal("langevin", i, 0)
         r = min(1.0, (s["alpha"] / t["alpha"]) ** 2)  # VP: 1 - beta_i; VE (and contractive): 1
@@ -74,9 +82,12 @@ def ald(model, x, grid, sde, noise, eps: float = 0.2):
     the step stays stable (a_i < 2 sbar_i^2) whatever t_end is. Update (NCSN) in y = x / alpha, in x:
     x <- x + (a_i alpha^2 / 2) score(x, t_i) + alpha sqrt(a_i) z. Entering level i the sample is
     rescaled by alpha_{t_i}/alpha_{t_{i-1}} (a no-op for VE, the SDE NCSN was made for).
+    A grid ending at t = 0 is refused (ConfigError): its last level would be sigma = 0, where the step
+    size is 0 and the score is singular.
     """
     if not eps > 0:
         raise ConfigError(f"ald eps must be > 0, got {eps}")
+    refuse_zero_end("ald", grid, "its last noise level would be sigma = 0 (step size 0, singular score)")
     prev_alpha = at(sde, grid[0])["alpha"]
     for i in range(len(grid) - 1):
         c = at(sde, grid[i + 1])

@@ -14,7 +14,10 @@ from .base import register
 
 @register("euler", kind="ode", order=1, nfe_per_step=1, family="ODE", paper="Song et al. 2021 (probability flow)")
 def euler(model, x, grid, sde, noise):
-    """Euler on the probability-flow ODE: x_{i+1} = x_i - h_i v(x_i, t_i). Order 1, 1 NFE per step."""
+    """Euler on the probability-flow ODE: x_{i+1} = x_i - h_i v(x_i, t_i). Order 1, 1 NFE per step.
+
+    The model is only evaluated at the left point of each step, so a grid ending at t = 0 (sigma = 0)
+    needs nothing special."""
     for i in range(len(grid) - 1):
         h = float(grid[i] - grid[i + 1])
         x = x - pf_drift(model, sde, x, grid[i]).mul_(h)
@@ -62,7 +65,8 @@ def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     eps = (x_s - alpha_s x0) / sigma_s. eta = 0 is the deterministic probability-flow
     discretization (identical to DPM-Solver-1); eta = 1 is ancestral DDPM sampling. z is the
     normalized Brownian increment dW / sqrt(t_i - t_{i+1}). Order 1 (weak order 1 for eta > 0),
-    1 NFE per step.
+    1 NFE per step. On a grid ending at t = 0 (sigma = 0) the last step is x_next = alpha_0 x0 (sigma_t = 0
+    removes the eps and noise terms): the data prediction, as in diffusers.
     """
     if not (0.0 <= eta <= 1.0):
         from sdebench.errors import ConfigError

@@ -25,7 +25,8 @@ from .base import register
 def em(model, x, grid, sde, noise):
     """Euler-Maruyama on the reverse SDE: x_{i+1} = x_i - h_i [f x_i - g^2 s(x_i, t_i)] + g(t_i) dW_i.
 
-    Weak order 1; strong order 1 (the noise is additive). 1 NFE per step.
+    Weak order 1; strong order 1 (the noise is additive). 1 NFE per step. The model is only evaluated at
+    the left point of each step, so a grid ending at t = 0 needs nothing special.
     """
     for i in range(len(grid) - 1):
         c = at(sde, grid[i])
@@ -51,13 +52,17 @@ def ei(model, x, grid, sde, noise):
     x_{i+1} = (alpha_{i+1}/alpha_i) x_i + c_i s(x_i, t_i) + sigma_{i+1} sqrt(expm1(2 h)) z_i,
     c_i = int_{t_{i+1}}^{t_i} (alpha_{i+1}/alpha_u) g(u)^2 du, h = lambda_{i+1} - lambda_i.
     (The noise variance int (alpha_{i+1}/alpha_u)^2 g^2 du equals sigma_{i+1}^2 expm1(2h).)
-    Weak order 1, 1 NFE per step.
+    Weak order 1, 1 NFE per step. A step to t = 0 (sigma = 0, h = inf) uses the limit of that variance,
+    (alpha_{i+1} sigma_i / alpha_i)^2 - sigma_{i+1}^2 = (alpha_{i+1} sigma_i / alpha_i)^2.
     """
     for i in range(len(grid) - 1):
         s, t = at(sde, grid[i]), at(sde, grid[i + 1])
         hstep = float(grid[i] - grid[i + 1])
         c_score = ei_score_coeff(sde, s["t"], t["t"])
-        std = t["sigma"] * math.sqrt(math.expm1(2 * (t["lam"] - s["lam"])))
+        if t["sigma"] == 0.0:  # step to sigma = 0: sigma_t^2 expm1(2h) -> (alpha_t sigma_s / alpha_s)^2
+            std = t["alpha"] * s["sigma"] / s["alpha"]
+        else:
+            std = t["sigma"] * math.sqrt(math.expm1(2 * (t["lam"] - s["lam"])))
         x = (x * (t["alpha"] / s["alpha"])).add_(model.score(x, grid[i]) * c_score)
         x = x.add_((noise.dW(i) * std).div_(math.sqrt(hstep)))
     return x
@@ -70,6 +75,7 @@ def ddpm(model, x, grid, sde, noise):
     With a_{s|t} = alpha_s/alpha_t and v_{s|t} = sigma_s^2 - a_{s|t}^2 sigma_t^2:
     mean = (alpha_t v_{s|t} / sigma_s^2) x0 + (a_{s|t} sigma_t^2 / sigma_s^2) x_s,
     var  = v_{s|t} sigma_t^2 / sigma_s^2. (Equal to DDIM with eta = 1.) Weak order 1, 1 NFE per step.
+    On a grid ending at t = 0 (sigma = 0) the last step is x_next = alpha_0 x0 with no noise (var = 0).
     """
     for i in range(len(grid) - 1):
         s, t = at(sde, grid[i]), at(sde, grid[i + 1])

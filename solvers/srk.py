@@ -30,6 +30,8 @@ def srk(model, x, grid, sde, noise):
     With h = t_i - t_{i+1}, reverse time s_n, dW the Brownian increment and J = I_(1,0)/h:
         H = x + (3/4) h a(s_n, x) + (3/2) b(s_n + h) J
         x' = x + h [a(s_n, x)/3 + 2 a(s_n + 3h/4, H)/3] + b(s_n + h) (dW - J) + b(s_n) J
+    The drift is evaluated at t_i and t_i - 3h/4 only (never at t_{i+1}), so a grid ending at t = 0 needs
+    nothing special.
     """
     for i in range(len(grid) - 1):
         t0, t1 = float(grid[i]), float(grid[i + 1])

@@ -12,6 +12,10 @@ where R_p has rows (r_1, ..., r_{p-1}, 1)^(j-1), j = 1..p, and b_j = phi_{j+1}(-
 phi_1 = expm1(-h), phi_{j+1} = phi_j / (-h) - 1/j!... (the h-phi recursion of the paper). The corrector
 reuses the evaluation x0(x_t, t) that the next predictor needs, so it costs no NFE; the model output
 kept in the history is the one at the uncorrected point. No corrector after the last step.
+
+On a grid ending at t = 0 (sigma = 0, h = +inf, every r_k = 0 and R_p singular) the last predictor step
+is first order, its limit x_t = alpha_0 x0_s (diffusers' UniPCMultistepScheduler with
+``final_sigmas_type="zero"`` gets this only through ``lower_order_final``; without it its last step is inf).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def unipc(model, x, grid, sde, noise, order: int = 3, lower_order_final: bool = 
     Predictor:  x_t = (sigma_t/sigma_s) x_s - alpha_t expm1(-h) x0_s - alpha_t B(h) sum_k a_k D_k,
     corrector: the same with coefficients c solving R_p c = b_p and x0(x_t, t) - x0_s as last difference
     (see the module docstring). lower_order_final caps the order of the final steps by the steps left.
+    On a grid ending at t = 0 (sigma = 0) the last step is first order: x_next = alpha_0 x0(x_s, s).
     """
     if order not in (1, 2, 3, 4):
         raise ConfigError(f"unipc order must be 1, 2, 3 or 4, got {order}")
@@ -105,6 +110,8 @@ def unipc(model, x, grid, sde, noise, order: int = 3, lower_order_final: bool = 
         p = min(order, i + 1)
         if lower_order_final:
             p = min(p, steps - i)
+        if t["sigma"] == 0.0:  # step to sigma = 0: first order, x_t = alpha_0 x0_s
+            p = 1
         prev = (x, s, t, p)
         x = _update(x, s, t, ms, lams, p)
     return x

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sdebench import guidance as G
-from sdebench.errors import ConfigError
+from sdebench.errors import ConfigError, NFEBudgetError
 from sdebench.problems import get_problem
 from sdebench.problems.labelled import labelled
 from sdebench.run import CellConfig, run_cell
@@ -98,18 +98,57 @@ def test_nfe_counted_per_guidance(guidance, batched, cost):
                               nfe=10, n_samples=64, schedule="logsnr", guidance=guidance, scale=3.0, class_label=1,
                               cfg_batched=batched, metrics=("class_mass",)))
     assert row["status"] == "ok", row.get("error")
-    assert row["guidance_cost"] == cost and row["nfe"] == 10 * cost and row["model_calls"] == 10
+    # --nfe is the counted budget, guided or not: unbatched CFG at NFE 10 makes 5 model calls
+    assert row["guidance_cost"] == cost and row["nfe"] == 10 and row["model_calls"] == 10 // cost
+    assert row["steps"] == get_solver(row["solver"]).steps_for_nfe(10 // cost)
     assert row["nfe_rule"].startswith(guidance)
+
+
+def test_cfg_nfe_20_is_20_evaluations_in_10_calls(capsys, tmp_path):
+    from sdebench.cli import main
+
+    out = tmp_path / "g.csv"
+    assert main(["run", "--problem", "gmm2d-ring8-labelled", "--guidance", "cfg", "--scale", "1", "--class", "1",
+                 "--solver", "ddim", "--nfe", "20", "--samples", "32", "--metrics", "class_mass",
+                 "--out", str(out)]) == 0
+    import pandas as pd
+
+    row = pd.read_csv(out).iloc[0]
+    assert row["nfe"] == 20 and row["model_calls"] == 10 and row["steps"] == 10
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--solver", "ddim", "--nfe", "21"], "NFE=21 is the counted budget, but unbatched cfg costs 2 evaluations"),
+    (["--solver", "heun", "--nfe", "18"], "the solver gets 9 model calls, and heun costs 2 NFE per step"),
+    (["--solver", "ddim", "--nfe", "2", "--final-denoise"], "leaves no model call for the solver"),
+])
+def test_guided_budget_the_rule_cannot_meet_is_one_line(capsys, argv, needle):
+    from sdebench.cli import main
+
+    assert main(["run", "--problem", "gmm2d-ring8-labelled", "--guidance", "cfg", "--scale", "1", "--class", "1",
+                 "--samples", "8"] + argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_solver_calls_rule():
+    assert G.solver_calls(20, "cfg", False) == 10
+    assert G.solver_calls(20, "cfg", True) == 20
+    assert G.solver_calls(20, "classifier") == 20
+    assert G.solver_calls(20, "cfg", False, final_denoise=True) == 9
+    assert G.solver_calls(20, "none", final_denoise=True) == 19
+    with pytest.raises(NFEBudgetError):
+        G.solver_calls(7, "cfg", False)
 
 
 # ---- ground truth --------------------------------------------------------------------------------------
 def test_w0_conditional_sampling_hits_the_class_and_full_metrics():
-    row = run_cell(CellConfig(problem="gmm2d-ring8-labelled4", solver="dpm-solver++2m", nfe=20, n_samples=120,
-                              schedule="logsnr", guidance="cfg", scale=0.0, class_label=2))
+    row = run_cell(CellConfig(problem="gmm2d-ring8-labelled4", solver="dpm-solver++2m", nfe=40, n_samples=120,
+                              schedule="logsnr", guidance="cfg", scale=0.0, class_label=2))  # 20 unbatched calls
     assert row["status"] == "ok", row.get("error")
     assert row["class_mass"] >= 0.99 and row["class_mass_null"] >= 0.99
     assert row["class_masses"].startswith("0:0.0000")
-    # the sample metrics are taken against p(x | c): at NFE 20 the samples sit at the Monte Carlo floor
+    # the sample metrics are taken against p(x | c): at 20 calls the samples sit at the Monte Carlo floor
     assert row["sliced_w2"] < 3 * row["sliced_w2_null"]
     assert row["mmd"] < 0.05
     assert "kl" in row and "path_err" in row and row["path_err"] < 0.1

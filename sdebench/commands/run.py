@@ -79,7 +79,9 @@ def add_parser(sub):
                        description="Run one solver on one problem over NFE budgets and seeds.")
     add_common_cell_args(p)
     p.add_argument("--solver", required=True, help="solver name(s), comma-separated (see `sdebench list`)")
-    p.add_argument("--nfe", default="5,10,20,40", help="comma-separated NFE budgets (default 5,10,20,40)")
+    p.add_argument("--nfe", default="5,10,20,40",
+                   help="comma-separated NFE budgets (default 5,10,20,40): always the counted number of network "
+                        "evaluations, guided or not (unbatched CFG at --nfe 20 makes 10 model calls)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--samples", default="2000", help="samples per cell (default 2000)")
     p.add_argument("--metrics", default=None, help="comma-separated metrics (default: all that apply)")
@@ -92,13 +94,17 @@ def add_parser(sub):
     p.add_argument("--cfg-param", default="eps", help="CFG combination in eps (default) or x0")
     p.add_argument("--cfg-batched", action="store_true",
                    help="count a CFG call as 1 NFE (cond+uncond batched) instead of 2")
+    p.add_argument("--final-denoise", action="store_true",
+                   help="output the model's x0 prediction D(x, t_end) at the end (the diffusers / k-diffusion "
+                        "last jump to sigma = 0), counted as one model call of the --nfe budget; compare with "
+                        "--reference data (default: off)")
     p.add_argument("--no-crn", action="store_true", help="independent noise per NFE (default: common random numbers)")
     p.add_argument("--out", default=None, help="write rows to this .parquet or .csv file")
     return p
 
 
 def build_cells(args) -> list:
-    from sdebench.run import DEFAULT_METRICS, CellConfig, crn_base_steps
+    from sdebench.run import DEFAULT_METRICS, CellConfig, cell_budget, crn_base_steps
     from sdebench.solvers import get_solver
 
     nfes = int_list(args.nfe, "--nfe")
@@ -117,19 +123,26 @@ def build_cells(args) -> list:
 
     score_error = check_score_error(getattr(args, "score_error", 0.0))
     guided = guidance_fields(args)
+    final_denoise = bool(getattr(args, "final_denoise", False))
     cells = []
     for solver in [s.strip() for s in args.solver.split(",")]:
         for problem in [s.strip() for s in args.problem.split(",")]:
             spec = get_solver(solver)
-            steps = [spec.steps_for_nfe(n) for n in nfes]
+
+            def cell(nfe, seed, crn, problem=problem, solver=solver):
+                return CellConfig(problem=problem, sde=args.sde, solver=solver, nfe=nfe, seed=seed,
+                                  n_samples=samples, schedule=args.schedule, t_end=t_end, T=T,
+                                  init=args.init, dtype=args.dtype, device=args.device,
+                                  solver_options=options, metrics=metrics, crn_steps=crn,
+                                  reference=args.reference, score_error=score_error, final_denoise=final_denoise,
+                                  **guided)
+
+            # --nfe is the counted budget: the solver's steps follow from its model calls (sdebench.run.cell_budget)
+            steps = [spec.steps_for_nfe(cell_budget(cell(n, seeds[0], None), spec)) for n in nfes]
             crn = None if (args.no_crn or spec.adaptive) else crn_base_steps(steps)
             for nfe in nfes:
                 for seed in seeds:
-                    cells.append(CellConfig(problem=problem, sde=args.sde, solver=solver, nfe=nfe, seed=seed,
-                                            n_samples=samples, schedule=args.schedule, t_end=t_end, T=T,
-                                            init=args.init, dtype=args.dtype, device=args.device,
-                                            solver_options=options, metrics=metrics, crn_steps=crn,
-                                            reference=args.reference, score_error=score_error, **guided))
+                    cells.append(cell(nfe, seed, crn))
     return cells
 
 
