@@ -164,7 +164,8 @@ def _init_law(problem, sde, init: str):
 
 
 def _target_sample(problem, n: int, seed: int, stream: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7919 * stream)
+    # mod 2^64, which manual_seed accepts: any seed up to 2^63 - 1 (the value is unchanged for seeds < 2^44)
+    g = torch.Generator().manual_seed((1_000_003 * (seed + 1) + 7919 * stream) % 2**64)
     return problem.sample(n, generator=g)
 
 

@@ -180,7 +180,7 @@ def _features(problem, x: torch.Tensor) -> torch.Tensor:
 
 
 def _train_subset(problem, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(10_007 * (seed + 1))
+    g = torch.Generator().manual_seed((10_007 * (seed + 1)) % 2**64)
     N = len(problem.data.train)
     idx = torch.randperm(N, generator=g)[:n] if n <= N else torch.randint(N, (n,), generator=g)
     return problem.data.train[idx].reshape(len(idx), -1).double()
