@@ -47,7 +47,7 @@ METRICS = {
     "path_err": "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol 1e-6; "
                 "guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10)",
     "class_mass": "guided cells: fraction of samples the exact classifier puts in the target class (+ null)",
-    "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default grids/)",
+    "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default runs/grids/)",
 }
 DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
                    "mode_mass")

@@ -3,7 +3,7 @@
 A sweep file (see ``sweeps/quick.toml``)::
 
     name = "quick"
-    out = "results/quick"              # store folder, relative to the current directory
+    out = "runs/quick"                 # store folder, relative to the current directory (default runs/<name>)
     problems = ["gauss1d", "gmm1d"]    # preset names, target files, or "all" (every analytic preset)
     sdes = ["vp"]
     schedules = ["uniform"]
@@ -262,7 +262,7 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     if unknown:
         raise ConfigError(f"sweep file {source!r}: unknown key(s) {unknown}; valid: {', '.join(sorted(_TOP_KEYS))}")
     name = data.get("name", Path(source).stem)
-    out = data.get("out", f"results/{name}")
+    out = data.get("out", f"runs/{name}")  # scratch outputs go under the git-ignored runs/
     if not isinstance(name, str) or not name or not isinstance(out, str) or not out:
         raise ConfigError(f"sweep file {source!r}: name and out must be non-empty strings")
     problems = _str_list(data, "problems", source)
