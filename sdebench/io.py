@@ -83,7 +83,7 @@ def rescue_path(path: str | Path, suffix: str) -> Path:
     for folder in (RESCUE_DIR, Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=name + ".", suffix=suffix, dir=folder)
+            fd, tmp = tempfile.mkstemp(prefix=name + "-", suffix=suffix, dir=folder)
             os.close(fd)
             return Path(tmp)
         except OSError:
