@@ -4,7 +4,7 @@
 * ``scheduler="tcp://HOST:PORT"``: the same cells on an existing Dask cluster (``dask scheduler`` +
   ``dask worker``, or dask-jobqueue's ``SLURMCluster``). The store folder must then be on a file system
   every worker can write (its absolute path is sent with each task).
-* ``workers=0``: run in this process, one cell after the other (debugging; no Dask).
+* ``workers=0`` (``sdebench sweep --serial``): run in this process, one cell after the other (debugging; no Dask).
 
 Because the worker task writes its own cell file (atomically, see :mod:`sdebench.store`) before it
 returns, a worker killed mid-sweep loses only the cell it was computing; Dask reschedules that cell on

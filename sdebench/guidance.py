@@ -236,7 +236,7 @@ def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_
         pred = lab.predict_class(x_out, t_end, sde)
         row["class_mass"] = float((pred == c).double().mean())
         row["class_masses"] = ",".join(f"{k}:{float((pred == k).double().mean()):.4f}" for k in lab.classes)
-        g = torch.Generator().manual_seed(1_000_003 * (cfg.seed + 1) + 7919 * 3)
+        g = torch.Generator().manual_seed((1_000_003 * (cfg.seed + 1) + 7919 * 3) % 2**64)
         null = lab.class_mixture(c).sample_t(x_out.shape[0], t_end, sde, generator=g)
         row["class_mass_null"] = float((lab.predict_class(null, t_end, sde) == c).double().mean())
     if "path_err" in wanted and _is_deterministic(spec, options):

@@ -307,6 +307,11 @@ def main(argv=None) -> int:
         todo, missing = cells(cfg, args.samples)
         stem = args.out or cfg.get("out", "results/guidance")
         fig_path = args.figure or cfg.get("figure", "results/figures/guidance_error_vs_w.png")
+        from .io import check_output_file, write_table, write_text
+
+        for path in [f"{stem}.csv", f"{stem}.md", fig_path] + ([f"{stem}_gaussian.csv", cfg["gaussian_figure"]]
+                                                              if cfg.get("gaussian_figure") else []):
+            check_output_file(path, None)  # before any cell runs
         rows = []
         for i, c in enumerate(todo):
             row = run_cell(c, raise_config_errors=False)
@@ -314,8 +319,7 @@ def main(argv=None) -> int:
             print(f"[{i + 1}/{len(todo)}] {c.solver} nfe={c.nfe} w={c.scale:g}: {row['status']} "
                   f"path_err={row.get('path_err', float('nan')):.3g} wall={row.get('wall_s', 0):.2f}s", flush=True)
         df = pd.DataFrame(rows)
-        Path(stem).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(f"{stem}.csv", index=False)
+        write_table(df, f"{stem}.csv")
         ok = df[df["status"] == "ok"]
         if not ok.empty:
             figure(aggregate(ok), fig_path, f"{cfg['problem']} class {cfg['class_label']}, CFG, "
@@ -329,7 +333,7 @@ def main(argv=None) -> int:
             figure(g, cfg["gaussian_figure"], "exact Gaussian analogue: component of the class vs moment-matched "
                    "target", value="w2_rel", ylabel="W2(output, exact guided law) / RMS size")
             text += "\n" + gaussian_section(g, cfg, cfg["gaussian_figure"])
-        Path(f"{stem}.md").write_text(text)
+        write_text(f"{stem}.md", text)
         print(text)
         print(f"wrote {stem}.csv, {stem}.md, {fig_path}")
     except ConfigError as exc:

@@ -221,7 +221,7 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
             keep = [c for c in ("problem", "sde", "label", "nfe", "seed", "status", "error") if c in bad.columns]
             lines.append(_md(bad[keep].head(50)))
     path = out_dir / "report.md"
-    from .store import atomic_write_text
+    from .io import write_text
 
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path

@@ -54,7 +54,7 @@ METRICS = {
     "path_err": "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol 1e-6; "
                 "guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10)",
     "class_mass": "guided cells: fraction of samples the exact classifier puts in the target class (+ null)",
-    "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default grids/)",
+    "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default runs/grids/)",
 }
 DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
                    "mode_mass")
@@ -211,7 +211,8 @@ def _init_law(problem, sde, init: str):
 
 
 def _target_sample(problem, n: int, seed: int, stream: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7919 * stream)
+    # mod 2^64, which manual_seed accepts: any seed up to 2^63 - 1 (the value is unchanged for seeds < 2^44)
+    g = torch.Generator().manual_seed((1_000_003 * (seed + 1) + 7919 * stream) % 2**64)
     return problem.sample(n, generator=g)
 
 

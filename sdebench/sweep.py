@@ -3,7 +3,7 @@
 A sweep file (see ``sweeps/quick.toml``)::
 
     name = "quick"
-    out = "results/quick"              # store folder, relative to the current directory
+    out = "runs/quick"                 # store folder, relative to the current directory (default runs/<name>)
     problems = ["gauss1d", "gmm1d"]    # preset names, target files, or "all" (every analytic preset)
     sdes = ["vp"]
     schedules = ["uniform"]
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import tomllib
 
-from .errors import ConfigError, NFEBudgetError
+from .errors import MAX_SEED, ConfigError, NFEBudgetError
 from .run import DEFAULT_METRICS, METRICS, CellConfig, cell_budget, crn_base_steps
 
 __all__ = ["Sweep", "SolverEntry", "load_sweep", "parse_sweep", "cell_key", "config_to_dict", "config_from_dict",
@@ -199,19 +199,20 @@ def _str_list(data: dict, key: str, source: str, default=None) -> list[str]:
     return v
 
 
-def _int_list(data: dict, key: str, source: str, lo: int) -> list[int]:
+def _int_list(data: dict, key: str, source: str, lo: int, hi: int | None = None) -> list[int]:
     v = data.get(key)
     if v is None:
         raise ConfigError(f"{_where(source, key)} is missing")
     if isinstance(v, int) and not isinstance(v, bool) and key == "seeds":
-        if v < 1:
-            raise ConfigError(f"{_where(source, key)} must be >= 1 (a count) or a list, got {v!r}")
+        if v < 1 or v > 1_000_000:
+            raise ConfigError(f"{_where(source, key)} must be a count in [1, 1000000] or a list, got {v!r}")
         return list(range(v))
     if not isinstance(v, list) or not v:
         raise ConfigError(f"{_where(source, key)} must be a non-empty list of integers, got {v!r}")
     for x in v:
-        if isinstance(x, bool) or not isinstance(x, int) or x < lo:
-            raise ConfigError(f"{_where(source, key)} must hold integers >= {lo}, got {x!r}")
+        if isinstance(x, bool) or not isinstance(x, int) or x < lo or (hi is not None and x > hi):
+            bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]" + (" (2^63 - 1)" if hi == MAX_SEED else "")
+            raise ConfigError(f"{_where(source, key)} must hold integers {bounds}, got {x!r}")
     if len(set(v)) != len(v):
         raise ConfigError(f"{_where(source, key)} has duplicates: {v!r}")
     return list(v)
@@ -269,7 +270,7 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     if unknown:
         raise ConfigError(f"sweep file {source!r}: unknown key(s) {unknown}; valid: {', '.join(sorted(_TOP_KEYS))}")
     name = data.get("name", Path(source).stem)
-    out = data.get("out", f"results/{name}")
+    out = data.get("out", f"runs/{name}")  # scratch outputs go under the git-ignored runs/
     if not isinstance(name, str) or not name or not isinstance(out, str) or not out:
         raise ConfigError(f"sweep file {source!r}: name and out must be non-empty strings")
     problems = _str_list(data, "problems", source)
@@ -303,7 +304,7 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
         name=name, out=out, problems=problems,
         sdes=_str_list(data, "sdes", source, default=["vp"]),
         schedules=_str_list(data, "schedules", source, default=["uniform"]),
-        nfe=_int_list(data, "nfe", source, lo=1), seeds=_int_list(data, "seeds", source, lo=0),
+        nfe=_int_list(data, "nfe", source, lo=1), seeds=_int_list(data, "seeds", source, lo=0, hi=MAX_SEED),
         samples=samples, metrics=metrics, solvers=_solvers(data, source),
         t_end=_opt_float(data, "t_end", source), T=_opt_float(data, "T", source),
         init=data.get("init", "exact"), dtype=data.get("dtype", "float64"), device=data.get("device", "cpu"),

@@ -687,5 +687,6 @@ def write_markdown(claims: list[Claim], path, quick: bool, seconds: float, figur
         for f in figures:
             rel = os.path.relpath(f, os.path.dirname(os.path.abspath(path)))
             lines.append(f"![{os.path.basename(f)}]({rel})")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    from .io import write_text
+
+    write_text(path, "\n".join(lines) + "\n")  # atomic; a failed write saves the text to a fallback file

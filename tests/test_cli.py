@@ -30,7 +30,7 @@ def _fails(capsys, argv, match):
         (["run", "--problem", "nope", "--solver", "em", "--nfe", "4"], "unknown problem 'nope'"),
         (["run", "--problem", "gauss1d", "--sde", "xx", "--solver", "em"], "unknown SDE 'xx'"),
         (["run", "--problem", "gauss1d", "--solver", "heun", "--nfe", "5"], "accepts multiples of 2"),
-        (["run", "--problem", "gauss1d", "--solver", "em", "--nfe", "0"], "NFE must be >= 1, got 0"),
+        (["run", "--problem", "gauss1d", "--solver", "em", "--nfe", "0"], "--nfe must be >= 1, got 0"),
         (["run", "--problem", "gauss1d", "--solver", "em", "--nfe", "a"], "--nfe must be comma-separated integers"),
         (BASE[:-4] + ["--samples", "1"], "samples must be >= 2, got 1"),
         (BASE + ["--t-end", "2"], "t_end must lie in (0, T) = (0, 1), got 2.0"),
@@ -40,7 +40,7 @@ def _fails(capsys, argv, match):
         (BASE + ["--dtype", "float16"], "unknown dtype 'float16'"),
         (BASE + ["--metrics", "w9"], "unknown metric(s) ['w9']"),
         (BASE + ["-o", "eta=0.5"], "solver 'em' has no option(s) ['eta']"),
-        (BASE + ["--out", "/proc/forbidden/r.parquet"], "cannot create output folder"),
+        (BASE + ["--out", "/proc/forbidden/r.parquet"], "cannot write '/proc/forbidden/r.parquet': folder '/proc'"),
         (BASE + ["--out", "r.txt"], "must end in .parquet or .csv"),
         (BASE + ["--device", "cuda:0"], "CUDA is not available") if not torch.cuda.is_available() else
         (BASE + ["--device", "tpu"], "unknown device"),

@@ -107,10 +107,10 @@ def _values(out):
 
 def test_rerun_quarantines_damaged_cells_and_recomputes_them(tmp_path, capsys):
     ref_out, out = tmp_path / "ref", tmp_path / "store"
-    assert cli(["sweep", str(_sweep_file(tmp_path, ref_out)), "--workers", "0", "--no-report"]) == 0
+    assert cli(["sweep", str(_sweep_file(tmp_path, ref_out)), "--serial", "--no-report"]) == 0
     ref = _values(ref_out)
     f = _sweep_file(tmp_path, out)
-    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    assert cli(["sweep", str(f), "--serial", "--no-report"]) == 0
     cells = sorted((out / "cells").iterdir())
     assert len(cells) == 8
     trunc, empty, garbled, other_key, other_cfg = cells[:5]
@@ -125,7 +125,7 @@ def test_rerun_quarantines_damaged_cells_and_recomputes_them(tmp_path, capsys):
     other_cfg.write_text(json.dumps(doc))
     damaged = {p.name for p in cells[:5]}
     capsys.readouterr()
-    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    assert cli(["sweep", str(f), "--serial", "--no-report"]) == 0
     cap = capsys.readouterr()
     assert "ran 5 cells" in cap.out and "3 were already in the store" in cap.out
     moved = [line for line in cap.err.splitlines() if line.startswith("damaged cell ")]
@@ -141,7 +141,7 @@ def test_rerun_quarantines_damaged_cells_and_recomputes_them(tmp_path, capsys):
     assert healed["cell_key"].tolist() == ref["cell_key"].tolist()
     pd.testing.assert_frame_equal(healed.drop(columns=["sweep"]), ref.drop(columns=["sweep"]))
     # a third run finds nothing to do and moves nothing
-    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    assert cli(["sweep", str(f), "--serial", "--no-report"]) == 0
     cap = capsys.readouterr()
     assert "ran 0 cells" in cap.out and "damaged" not in cap.err
     assert len(list((out / "quarantine").iterdir())) == 5

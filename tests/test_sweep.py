@@ -126,7 +126,7 @@ def test_cli_sweep_end_to_end_resume_and_results(tmp_path, capsys):
     out = tmp_path / "store"
     f.write_text(f'name = "e2e"\nout = "{out}"\nproblems = ["gauss1d"]\nnfe = [4, 8]\nseeds = [0, 1]\n'
                  'samples = 64\nmetrics = ["w2_exact", "w2"]\nsolvers = ["em", "ddim"]\n')
-    assert cli(["sweep", str(f), "--workers", "0", "--progress", "log"]) == 0
+    assert cli(["sweep", str(f), "--serial", "--progress", "log"]) == 0
     df = pd.read_parquet(out / "results.parquet")
     assert len(df) == 8 and set(df["status"]) == {"ok"}
     assert df["cell_key"].is_unique
@@ -135,7 +135,7 @@ def test_cli_sweep_end_to_end_resume_and_results(tmp_path, capsys):
     assert (out / "report.md").is_file() and list((out / "figures").glob("*.png"))
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     capsys.readouterr()
-    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    assert cli(["sweep", str(f), "--serial", "--no-report"]) == 0
     assert "ran 0 cells" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == mtimes
     # drop one cell: only it is recomputed
@@ -145,7 +145,7 @@ def test_cli_sweep_end_to_end_resume_and_results(tmp_path, capsys):
     assert cli(["report", str(out), "--no-figures"]) == 0
     text = (out / "report.md").read_text()
     assert "7 of 8 present" in text and "partial" in text
-    assert cli(["sweep", str(f), "--workers", "0", "--no-report"]) == 0
+    assert cli(["sweep", str(f), "--serial", "--no-report"]) == 0
     assert "ran 1 cells" in capsys.readouterr().out
     assert json.loads(victim.read_text())["row"]["status"] == "ok"
 

@@ -16,10 +16,11 @@ def add_parser(sub):
 
 
 def main(args) -> int:
+    from sdebench.io import check_output_dir
     from sdebench.plot import load_results, plot_error_vs_nfe
 
     df, base = load_results(args.results)
-    out = args.out or (base / "figures")
+    out = check_output_dir(args.out or (base / "figures"))
     for path in plot_error_vs_nfe(df, out, metric=args.metric, fmt=args.format):
         print(f"wrote {path}")
     return 0

@@ -18,6 +18,8 @@ def add_parser(sub):
 
 def main(args) -> int:
     from sdebench.commands.run import positive_float
+    from sdebench.errors import ConfigError
+    from sdebench.io import check_output_dir, check_output_file
     from sdebench.plot import load_results
     from sdebench.report import write_report
 
@@ -26,13 +28,19 @@ def main(args) -> int:
     if args.nfe:
         from sdebench.commands.run import int_list
 
-        nfe = int_list(args.nfe, "--nfe")
+        nfe = int_list(args.nfe, "--nfe", lo=1)
     tol = None
     if args.tol:
         tol = [positive_float(t, "--tol") for t in args.tol.split(",")]
+        if min(tol) <= 0:
+            raise ConfigError(f"--tol must be positive error tolerances, got {args.tol!r}")
+    out = check_output_dir(args.out or base)
+    check_output_file(out / "report.md", None)
+    if not args.no_figures:
+        check_output_dir(out / "figures")
     from sdebench.store import Store
 
     manifest = Store(base, create=False).manifest() if (base / "cells").is_dir() else None
-    path = write_report(df, args.out or base, nfe=nfe, tol=tol, figures=not args.no_figures, manifest=manifest)
+    path = write_report(df, out, nfe=nfe, tol=tol, figures=not args.no_figures, manifest=manifest)
     print(f"wrote {path}")
     return 0

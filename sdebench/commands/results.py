@@ -40,10 +40,15 @@ def summarize(df) -> str:
 
 def main(args) -> int:
     from sdebench.errors import ConfigError
-    from sdebench.io import write_table
+    from sdebench.io import check_output_file, check_writable, write_table
     from sdebench.store import Store
 
     store = Store(args.path, create=False)
+    if args.out:
+        check_writable(args.out)
+    else:
+        for o in ("results.parquet", "results.csv"):
+            check_output_file(store.root / o)
     df, rep = store.consolidate()
     for line in rep.lines():
         print(f"{args.path}: {line}", file=sys.stderr)

@@ -6,10 +6,11 @@ import math
 
 import pandas as pd
 
-from sdebench.errors import ConfigError
+from sdebench.errors import MAX_SEED, ConfigError, check_int
 
 
-def int_list(text: str, what: str) -> list[int]:
+def int_list(text: str, what: str, lo: int | None = None, hi: int | None = None) -> list[int]:
+    """Comma-separated integers, each in [lo, hi] (bounds optional); one-line ConfigError otherwise."""
     out = []
     for part in str(text).split(","):
         part = part.strip()
@@ -17,7 +18,7 @@ def int_list(text: str, what: str) -> list[int]:
             v = int(part)
         except ValueError:
             raise ConfigError(f"{what} must be comma-separated integers, got {part!r}") from None
-        out.append(v)
+        out.append(check_int(v, what, lo, hi))
     return out
 
 
@@ -107,14 +108,12 @@ def build_cells(args) -> list:
     from sdebench.run import DEFAULT_METRICS, CellConfig, cell_budget, crn_base_steps
     from sdebench.solvers import get_solver
 
-    nfes = int_list(args.nfe, "--nfe")
-    bad = [n for n in nfes if n < 1]
-    if bad:
-        raise ConfigError(f"NFE must be >= 1, got {bad[0]}")
-    seeds = int_list(args.seeds, "--seeds")
-    samples = int_list(args.samples, "--samples")[0]
-    if samples < 2:
-        raise ConfigError(f"--samples must be >= 2, got {samples}")
+    nfes = int_list(args.nfe, "--nfe", lo=1)
+    seeds = int_list(args.seeds, "--seeds", lo=0, hi=MAX_SEED)
+    samples = int_list(args.samples, "--samples", lo=2)
+    if len(samples) != 1:
+        raise ConfigError(f"--samples takes one integer, got {args.samples!r}")
+    samples = samples[0]
     t_end = None if args.t_end is None else positive_float(args.t_end, "--t-end")
     T = None if args.T is None else positive_float(args.T, "--T")
     metrics = DEFAULT_METRICS if not args.metrics else tuple(m.strip() for m in args.metrics.split(","))
@@ -165,20 +164,20 @@ def main(args) -> int:
     from sdebench.io import check_writable, write_table
     from sdebench.run import prepare, run_cell
 
+    if args.out:
+        check_writable(args.out)
     cells = build_cells(args)
     for c in {(c.problem, c.solver, c.nfe): c for c in cells}.values():
         prepare(c)  # every bad input is reported before any work is done
-    if args.out:
-        check_writable(args.out)
     rows = []
     for c in cells:
         rows.append(run_cell(c))
     df = pd.DataFrame(rows)
     print(summary_table(df))
-    if args.out:
-        path = write_table(df, args.out)
-        print(f"wrote {len(df)} rows to {path}")
     bad = df[df["status"] != "ok"]
     for _, r in bad.iterrows():
         print(f"{r['status']}: {r['solver']} nfe={r['nfe']} seed={r['seed']}: {r.get('error', '')}")
+    if args.out:
+        path = write_table(df, args.out)  # a failed write saves the rows to a fallback file and names it
+        print(f"wrote {len(df)} rows to {path}")
     return 0

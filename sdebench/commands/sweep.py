@@ -14,7 +14,9 @@ def add_parser(sub):
     p.add_argument("file", help="sweep file, e.g. sweeps/quick.toml")
     p.add_argument("--out", default=None, help="store folder (default: the file's `out`)")
     p.add_argument("--workers", type=int, default=None,
-                   help="local Dask workers (default: one per CPU core; 0 = run in this process)")
+                   help="local Dask workers, >= 1 (default: one per CPU core)")
+    p.add_argument("--serial", action="store_true", help="run the cells in this process, one after the other, "
+                                                         "without Dask (debugging)")
     p.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler, tcp://HOST:PORT")
     p.add_argument("--retries", type=int, default=2, help="extra attempts for a failing cell (default 2)")
     p.add_argument("--no-resume", action="store_true", help="recompute cells already in the store")
@@ -29,13 +31,15 @@ def add_parser(sub):
 def main(args) -> int:
     from sdebench.distributed import execute
     from sdebench.errors import ConfigError
-    from sdebench.io import write_table
+    from sdebench.io import check_output_dir, write_table
     from sdebench.progress import Progress
     from sdebench.store import Store
     from sdebench.sweep import config_to_dict, load_sweep
 
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers} (--serial runs the cells in this process)")
+    if args.serial and (args.workers is not None or args.scheduler is not None):
+        raise ConfigError("--serial runs in this process: it takes no --workers or --scheduler")
     if args.retries < 0:
         raise ConfigError(f"--retries must be >= 0, got {args.retries}")
     if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
@@ -43,6 +47,7 @@ def main(args) -> int:
     sweep = load_sweep(args.file)
     cells = sweep.cells()
     out = args.out or sweep.out
+    check_output_dir(out)
     print(f"sweep {sweep.name!r}: {len(cells)} cells "
           f"({len(sweep.problems)} problems x {len(sweep.sdes)} SDEs x {len(sweep.solvers)} solvers x "
           f"{len(sweep.schedules)} schedules x {len(sweep.nfe)} NFE x {len(sweep.seeds)} seeds"
@@ -64,8 +69,8 @@ def main(args) -> int:
     prog = Progress(len(cells), skipped=skipped, mode=args.progress, name=sweep.name, stream=sys.stderr)
     t0 = time.perf_counter()
     try:
-        counts = execute(todo, store, workers=args.workers, scheduler=args.scheduler, retries=args.retries,
-                         sweep=sweep.name, progress=prog)
+        counts = execute(todo, store, workers=0 if args.serial else args.workers, scheduler=args.scheduler,
+                         retries=args.retries, sweep=sweep.name, progress=prog)
     finally:
         prog.close()
     wall = time.perf_counter() - t0

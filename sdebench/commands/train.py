@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from sdebench.errors import ConfigError
+from sdebench.errors import MAX_SEED, ConfigError, check_int
 
 
 def add_parser(sub):
@@ -22,7 +22,7 @@ def add_parser(sub):
     p.add_argument("--base", type=int, default=None, help="U-Net base channels (default 16 for 8x8, else 32)")
     p.add_argument("--mults", default=None, help="channel multipliers per level, e.g. 1,2 (default 1,2 for 8x8, "
                                                  "1,2,2 otherwise)")
-    p.add_argument("--out", default=None, help="checkpoint stem (default checkpoints/<data>_unet)")
+    p.add_argument("--out", default=None, help="checkpoint stem (default runs/checkpoints/<data>_unet)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
     p.add_argument("--resume", action="store_true", help="continue from <out>.state.safetensors")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -47,9 +47,33 @@ def add_parser(sub):
     return p
 
 
+def check_stem(stem: str) -> str:
+    """The checkpoint files ``<stem>.safetensors`` / ``.json`` / ``.state.safetensors`` can be written."""
+    from sdebench.io import check_output_file
+    from sdebench.problems.train import _stem
+
+    base = str(_stem(stem))
+    for suffix in (".safetensors", ".json", ".state.safetensors"):
+        check_output_file(base + suffix, None)
+    return stem
+
+
+def _check_counts(args) -> None:
+    check_int(args.seed, "--seed", 0, MAX_SEED)
+    for flag, lo in (("steps", 1), ("batch", 1), ("checkpoint_every", 1), ("epochs", 1), ("iters", 1),
+                     ("nfe", 1), ("samples", 2)):
+        check_int(getattr(args, flag), "--" + flag.replace("_", "-"), lo)
+    for flag in ("lr",):
+        if not (args.lr > 0 and args.lr < float("inf")):
+            raise ConfigError(f"--{flag} must be a positive number, got {args.lr}")
+    if not 0 <= args.ema < 1:
+        raise ConfigError(f"--ema must lie in [0, 1), got {args.ema}")
+
+
 def main(args) -> int:
     from sdebench.problems.train import train_dsm
 
+    _check_counts(args)
     arch = {}
     if args.threads is not None:
         if args.threads < 1:
@@ -75,7 +99,7 @@ def main(args) -> int:
         return _distill_images(args, safe_data)
     if args.score_matching or args.consistency:
         return _mlp_experiments(args)
-    out = args.out or f"checkpoints/{safe_data}_unet"
+    out = check_stem(args.out or f"runs/checkpoints/{safe_data}_unet")
     command = "sdebench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
     cfg = train_dsm(data=args.data, sde_name=args.sde, steps=args.steps, batch=args.batch, lr=args.lr,
                     ema_decay=args.ema, seed=args.seed, out=out, ckpt_every=args.checkpoint_every,
@@ -93,12 +117,10 @@ def _train_classifier(args, safe_data: str) -> int:
     from sdebench.metrics.images import save_classifier, train_classifier
     from sdebench.problems.images import load_data
 
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    out = check_stem(args.out or f"runs/checkpoints/{safe_data}_classifier")
     data = load_data(args.data)
     t0 = time.perf_counter()
     clf, acc = train_classifier(data, epochs=args.epochs, seed=args.seed)
-    out = args.out or f"checkpoints/{safe_data}_classifier"
     from pathlib import Path
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +159,8 @@ def _mlp_experiments(args) -> int:
             Ns = [int(v) for v in args.N.split(",")]
         except ValueError:
             raise ConfigError(f"--N must be comma-separated integers, got {args.N!r}") from None
+        for v in Ns:
+            check_int(v, "--N", 1)
         rows = distillation_table(problem, sde, [t.strip() for t in args.teacher.split(",")], Ns,
                                   iters=args.iters, n=args.samples, seed=args.seed)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
@@ -157,7 +181,8 @@ def _distill_images(args, safe_data: str) -> int:
         N = int(args.N)
     except ValueError:
         raise ConfigError(f"U-Net distillation takes one --N, got {args.N!r}") from None
-    out = args.out or f"checkpoints/{safe_data}_consistency"
+    check_int(N, "--N", 1)
+    out = check_stem(args.out or f"runs/checkpoints/{safe_data}_consistency")
     command = "sdebench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
     cfg = distill_unet(digits_problem(), teacher=teachers[0], N=N, steps=args.steps, batch=args.batch,
                        lr=args.lr, seed=args.seed, out=out, progress=not args.no_progress, command=command,

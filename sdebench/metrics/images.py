@@ -10,7 +10,7 @@ feature space, sliced W2 in pixel space, PNG sample grids.
   can beat real data at the same n).
 - ``sliced_w2``: sliced W2 in pixel space against the held-out split (64 fixed directions, exact 1-D
   W2 between empirical laws); ``sliced_w2_null`` the same for n training images.
-- ``png``: a grid of the first 64 samples written to ``$SDEBENCH_GRID_DIR`` (default ``grids/``);
+- ``png``: a grid of the first 64 samples written to ``$SDEBENCH_GRID_DIR`` (default ``runs/grids/``);
   the row holds the path.
 
 The classifier (3 conv layers, 64 pooled features, linear head) is trained by :func:`train_classifier`
@@ -204,7 +204,7 @@ def _features(problem, x: torch.Tensor) -> torch.Tensor:
 
 
 def _train_subset(problem, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(10_007 * (seed + 1))
+    g = torch.Generator().manual_seed((10_007 * (seed + 1)) % 2**64)
     N = len(problem.data.train)
     idx = torch.randperm(N, generator=g)[:n] if n <= N else torch.randint(N, (n,), generator=g)
     return problem.data.train[idx].reshape(len(idx), -1).double()
@@ -241,7 +241,7 @@ def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: floa
     if "png" in wanted:
         from sdebench.problems.images import make_grid_png
 
-        out_dir = Path(os.environ.get("SDEBENCH_GRID_DIR", "grids"))
+        out_dir = Path(os.environ.get("SDEBENCH_GRID_DIR", os.path.join("runs", "grids")))
         opts = "".join(f"_{k}{v}" for k, v in sorted(cfg.solver_options.items()))
         name = f"{problem.name}_{sde.name}_{cfg.solver}{opts}_nfe{cfg.nfe}_seed{cfg.seed}.png"
         row["png"] = make_grid_png(x[:64], problem.shape, out_dir / name)
