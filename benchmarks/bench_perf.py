@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import perf
+from . import common
 
 BATCH = 100_000
 NFE = 12
@@ -25,7 +25,7 @@ def _inputs(n, t_start=None):
     torch.set_num_threads(1)
     sde = get_sde("vp")
     prob = get_problem("gmm2d-ring8")
-    model, x = perf.setup(prob, sde, n, t_start=t_start)
+    model, x = common.setup(prob, sde, n, t_start=t_start)
     return prob, sde, model, x
 
 
@@ -58,11 +58,11 @@ class SolverSample:
             raise NotImplementedError(f"solver {solver} is not registered in this version")
         self.prob, self.sde, self.model, self.x = _inputs(BATCH)
         self.spec = get_solver(solver)
-        self.nfe = perf.solver_nfe(self.spec, NFE)
+        self.nfe = common.solver_nfe(self.spec, NFE)
         self.grid = make_grid(self.sde, self.spec.steps_for_nfe(self.nfe), 1e-3)
 
     def time_sample_call(self, solver):
-        perf.sample_call(self.spec, self.model, self.x, self.grid, self.sde, 1, self.nfe)
+        common.sample_call(self.spec, self.model, self.x, self.grid, self.sde, 1, self.nfe)
 
 
 class Peers:
@@ -85,18 +85,18 @@ def _peer_runner(peer: str, n: int):
         from sdebench.sde import get_sde
 
         name = peer.removeprefix("diffusers-")
-        sched, grid, tcont = perf.diffusers_setup(name, get_sde("vp"), NFE)
+        sched, grid, tcont = common.diffusers_setup(name, get_sde("vp"), NFE)
         prob, sde, model, x = _inputs(n, t_start=float(grid[0]))
-        return lambda: perf.diffusers_loop(sched, model, x, NFE, tcont)
+        return lambda: common.diffusers_loop(sched, model, x, NFE, tcont)
     prob, sde, model, x = _inputs(n)
     if peer.startswith("torchsde-"):
         import torchsde
 
         method = peer.removeprefix("torchsde-")
         steps = NFE if method == "euler" else NFE // 2
-        s_pts, dt = perf.torchsde_times(sde.T, 1e-3, steps)
+        s_pts, dt = common.torchsde_times(sde.T, 1e-3, steps)
         ts = torch.tensor([0.0, s_pts[-1]], dtype=torch.float64)
-        rsde = perf._ReverseSDE(model, sde)
+        rsde = common.ReverseSDE(model, sde)
         levy = "space-time" if method == "srk" else "none"
 
         def run():
@@ -115,7 +115,7 @@ def _peer_runner(peer: str, n: int):
         grid = make_grid(sde, NFE // (4 if method == "rk4" else 1), 1e-3)
 
         def func(t, y):
-            f, g2 = perf.coeffs(sde, float(t))
+            f, g2 = common.coeffs(sde, float(t))
             return f * y - 0.5 * g2 * model.score(y, torch.tensor(float(t), dtype=torch.float64))
 
         def run():
@@ -141,7 +141,7 @@ class EmScaling:
         self.grid = make_grid(self.sde, NFE, 1e-3)
 
     def time_em_batch(self, batch):
-        perf.sample_call(self.spec, self.model, self.x, self.grid, self.sde, 0, NFE)
+        common.sample_call(self.spec, self.model, self.x, self.grid, self.sde, 0, NFE)
 
 
 class EmNFE:
@@ -159,7 +159,7 @@ class EmNFE:
         self.grid = make_grid(self.sde, nfe, 1e-3)
 
     def time_em_nfe(self, nfe):
-        perf.sample_call(self.spec, self.model, self.x, self.grid, self.sde, 0, nfe)
+        common.sample_call(self.spec, self.model, self.x, self.grid, self.sde, 0, nfe)
 
 
 class MetricCost:

@@ -10,6 +10,10 @@ import math
 
 import torch
 
+# the pieces of benchmarks/perf.py that its asv mirror (bench_perf.py) times: the asv files import this module only
+from .perf_core import coeffs, sample_call, setup, solver_nfe  # noqa: F401
+from .perf_peers import ReverseSDE, diffusers_loop, diffusers_setup, torchsde_times  # noqa: F401
+
 ACC_PROBLEMS = ["gauss1d", "gauss-aniso16"]
 ACC_SOLVERS = ["em", "ei", "ddpm", "euler", "ddim", "heun", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m"]
 NFE_GRID = [6, 12, 24, 48, 96, 192]  # multiples of 6: every solver (1, 2, 3 NFE per step) can use each

@@ -18,7 +18,7 @@ def test_plain_install_imports_the_same_modules(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = ("import sdebench, sdebench.solvers as s, sdebench.problems as p; "
             f"assert s.__file__.startswith({str(target)!r}) and p.__file__.startswith({str(target)!r}); "
-            "from sdebench.cli import main; raise SystemExit(main(['list', 'solvers']))")
+            "import sdebench.validate; from sdebench.cli import main; raise SystemExit(main(['list', 'solvers']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "heun" in r.stdout
