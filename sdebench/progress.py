@@ -3,7 +3,8 @@
 The ETA of the log lines is the rate measured from the first cell run here to the latest one (the time
 to the first cell is start-up: workers, imports, first-call warm-up, and would make the first estimate
 absurd), so it is printed as ``ETA --`` until at least :data:`ETA_MIN_CELLS` cells have run and
-:data:`ETA_MIN_SECONDS` have passed since the first of them.
+:data:`ETA_MIN_SECONDS` have passed since the first of them. The tqdm bar's clock is likewise restarted
+at the first cell (its elapsed time then counts from there).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Progress:
         self.done += 1
         if self.first is None:
             self.first = time.monotonic()
+            if self.bar is not None:  # the bar's clock (rate, ETA) starts at the first cell, not at start-up
+                self.bar.unpause()
         if status == "error":
             self.failed += 1
         if self.bar is not None:

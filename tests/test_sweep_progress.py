@@ -82,3 +82,15 @@ def test_no_eta_from_the_first_cell_of_a_slow_start():
     assert line.startswith("quick: 7/540 cells"), line
     eta = line.rsplit("ETA ", 1)[1]
     assert eta.startswith(("3m", "4m")), line  # 2.5 s / 6 intervals * 533 cells = 3m42s
+
+
+def test_bar_rate_does_not_count_the_start_up():
+    s = _Tty()
+    p = Progress(540, stream=s, name="sw")
+    p.bar.start_t -= 3600.0  # an hour of start-up before the first cell
+    p.bar.last_print_t -= 3600.0
+    p.update("ok")
+    rate = p.bar.format_dict["rate"]
+    elapsed = p.bar.format_dict["elapsed"]
+    assert elapsed < 60.0 and (rate is None or rate > 1.0 / 60.0), (elapsed, rate)
+    p.close()
