@@ -3,6 +3,7 @@
 Usage::
 
     python -m sdebench.guidance_report sweeps/guidance.toml [--out results/guidance] [--samples N]
+    python -m sdebench.guidance_report sweeps/guidance.toml --replot   # redraw the figures from the rows
 
 Reads the sweep file (keys below), runs every (solver, nfe, scale) cell through
 :func:`sdebench.run.run_cell`, writes the rows to ``<out>.csv``, the report section to ``<out>.md``
@@ -95,6 +96,11 @@ def _fmt(v) -> str:
     return f"{v:.3g}"
 
 
+# the w axis is symlog (linear on [0, 1], logarithmic above): w = 0 cannot go on a log axis, and the
+# sweep's scales (0, 1, 3, 7, 15) are spaced roughly geometrically
+W_AXIS_LABEL = "guidance scale w (symlog axis: linear for w \u2264 1, log above)"
+
+
 def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
            ylabel: str = "RMS pathwise error vs dopri5 (tol 1e-10)", raw: pd.DataFrame | None = None) -> None:
     """One panel per NFE, one line per solver (mean over seeds); band = min..max over seeds if ``raw``."""
@@ -102,6 +108,7 @@ def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     nfes = sorted(df["nfe"].unique())
     fig, axes = plt.subplots(1, len(nfes), figsize=(4.6 * len(nfes), 4.0), sharey=True)
@@ -117,13 +124,15 @@ def figure(df: pd.DataFrame, path: str, title: str, value: str = "path_err",
                 rr = raw[(raw["nfe"] == nfe) & (raw["solver"] == s)].groupby("scale")[value]
                 ax.fill_between(rr.min().index, rr.min().values, rr.max().values, color=line.get_color(),
                                 alpha=0.15, linewidth=0)
-        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xscale("symlog", linthresh=1.0, linscale=1.0)
         ax.set_yscale("log")
         ax.set_xticks(sorted(df["scale"].unique()))
         ax.set_xticklabels([f"{w:g}" for w in sorted(df["scale"].unique())])
-        ax.set_xlabel("guidance scale w")
+        ax.xaxis.set_minor_locator(NullLocator())  # grid lines only at the labelled w values
+        ax.set_xlabel(W_AXIS_LABEL)
         ax.set_title(f"NFE {nfe}")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", axis="x", alpha=0.3)
+        ax.grid(True, which="both", axis="y", alpha=0.3)
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -293,18 +302,54 @@ def gaussian_section(g: pd.DataFrame, cfg: dict, fig_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def path_figure(ok: pd.DataFrame, cfg: dict, path: str) -> None:
+    """The pathwise-error figure from the ok rows of the sweep (all seeds)."""
+    figure(aggregate(ok), path, f"{cfg['problem']} class {cfg['class_label']}, CFG, "
+           f"{cfg.get('sde', 'vp')}, {cfg.get('schedule', 'logsnr')} grid, mean over seeds "
+           f"{', '.join(str(x) for x in sorted(ok['seed'].unique()))} (band: min..max)", raw=ok)
+
+
+def gaussian_figure(g: pd.DataFrame, path: str) -> None:
+    figure(g, path, "exact Gaussian analogue: component of the class vs moment-matched target", value="w2_rel",
+           ylabel="W2(output, exact guided law) / RMS size")
+
+
+def replot(cfg: dict, stem: str, fig_path: str) -> list:
+    """Redraw the figures from the stored rows (``<stem>.csv``, ``<stem>_gaussian.csv``); runs nothing."""
+    rows = Path(f"{stem}.csv")
+    if not rows.is_file():
+        raise ConfigError(f"--replot needs the sweep's rows; {str(rows)!r} does not exist")
+    df = pd.read_csv(rows)
+    if "nfe" not in df:  # rows written before nfe was the counted budget (batched CFG: NFE = model calls)
+        df = df.assign(nfe=df["model_calls"])
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        raise ConfigError(f"{str(rows)!r} holds no rows with status 'ok'")
+    path_figure(ok, cfg, fig_path)
+    out = [fig_path]
+    gpath = Path(f"{stem}_gaussian.csv")
+    if cfg.get("gaussian_figure") and gpath.is_file():
+        g = pd.read_csv(gpath)
+        if "nfe" not in g:  # tables written before the nfe column (batched CFG: NFE = model calls)
+            g = g.assign(nfe=g["model_calls"])
+        gaussian_figure(g, cfg["gaussian_figure"])
+        out.append(cfg["gaussian_figure"])
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sdebench.guidance_report", description=__doc__.splitlines()[0])
     ap.add_argument("sweep", help="sweep file, e.g. sweeps/guidance.toml")
     ap.add_argument("--out", default=None, help="output stem (default: the file's 'out')")
     ap.add_argument("--samples", type=int, default=None, help="override the samples per cell")
     ap.add_argument("--figure", default=None, help="figure path (default: the file's 'figure')")
+    ap.add_argument("--replot", action="store_true",
+                    help="run nothing: redraw the figures from <out>.csv and <out>_gaussian.csv")
     args = ap.parse_args(argv)
     try:
         from .run import run_cell
 
         cfg = load(args.sweep)
-        todo, missing = cells(cfg, args.samples)
         stem = args.out or cfg.get("out", "results/guidance")
         fig_path = args.figure or cfg.get("figure", "results/figures/guidance_error_vs_w.png")
         from .io import check_output_file, write_table, write_text
@@ -312,6 +357,11 @@ def main(argv=None) -> int:
         for path in [f"{stem}.csv", f"{stem}.md", fig_path] + ([f"{stem}_gaussian.csv", cfg["gaussian_figure"]]
                                                               if cfg.get("gaussian_figure") else []):
             check_output_file(path, None)  # before any cell runs
+        if args.replot:
+            for path in replot(cfg, stem, fig_path):
+                print(f"wrote {path}")
+            return 0
+        todo, missing = cells(cfg, args.samples)
         rows = []
         for i, c in enumerate(todo):
             row = run_cell(c, raise_config_errors=False)
@@ -322,16 +372,13 @@ def main(argv=None) -> int:
         write_table(df, f"{stem}.csv")
         ok = df[df["status"] == "ok"]
         if not ok.empty:
-            figure(aggregate(ok), fig_path, f"{cfg['problem']} class {cfg['class_label']}, CFG, "
-                   f"{cfg.get('sde', 'vp')}, {cfg.get('schedule', 'logsnr')} grid, mean over seeds "
-                   f"{', '.join(str(x) for x in sorted(ok['seed'].unique()))} (band: min..max)", raw=ok)
+            path_figure(ok, cfg, fig_path)
         text = report(df, cfg, missing, fig_path)
         present = list(dict.fromkeys(c.solver for c in todo))
         if present and cfg.get("gaussian_figure"):
             g = gaussian_rows(cfg, present)
             g.to_csv(f"{stem}_gaussian.csv", index=False)
-            figure(g, cfg["gaussian_figure"], "exact Gaussian analogue: component of the class vs moment-matched "
-                   "target", value="w2_rel", ylabel="W2(output, exact guided law) / RMS size")
+            gaussian_figure(g, cfg["gaussian_figure"])
             text += "\n" + gaussian_section(g, cfg, cfg["gaussian_figure"])
         write_text(f"{stem}.md", text)
         print(text)

@@ -1,11 +1,17 @@
 """Seaborn log-log error-vs-NFE figures from results rows (never re-runs cells).
 
 One figure per metric family: columns = problems, rows = SDEs, hue = solver label. Each line is the
-mean over seeds with a bootstrap 95% CI band (seaborn's ``errorbar=("ci", 95)``, resampling seeds).
+mean over seeds; where the metric varies across seeds (sample-based metrics) it carries a bootstrap
+95% CI band over seeds (seaborn's ``errorbar=("ci", 95)``), and the title says so; where it does not
+(exact metrics of a deterministic output law, or one seed) no band is drawn and the title says why.
 The Monte Carlo floor (the ``<metric>_null`` column: the same statistic between two target samples) is
 drawn as a grey band (min..max of the null over seeds and NFE); exact metrics have no floor. Dashed
 grey lines show the reference slopes NFE^-p for the theoretical orders p of the solvers in the panel
-(2p for KL, which scales like the square of W2).
+(2p for KL, which scales like the square of W2), kept inside the data's y-range so that they never
+stretch the axis. For ``path_err`` (error against a reference ODE solve) the reference's own accuracy
+is marked: the band min..max of ``path_ref_err`` where the rows carry that estimate, else a dotted line
+at the reference's stated tolerance (``path_ref_rtol``, else the images metric's ``REF_RTOL``), below
+which the metric cannot resolve a solver's error.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import pandas as pd
 from .errors import ConfigError
 
 __all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe", "solver_orders",
-           "METRIC_PREFERENCE"]
+           "seed_spread", "reference_accuracy", "METRIC_PREFERENCE"]
 
 # per problem, the first of these present (with finite values) is its headline error
 METRIC_PREFERENCE = ("w2_exact", "w2", "sliced_w2", "emd_w2", "kl_exact", "w1", "tv_exact")
 _LABELS = {"w2_exact": "exact W2", "kl_exact": "exact KL", "tv_exact": "TV", "w1": "W1 (exact 1-D)",
-           "w2": "W2 (exact 1-D)", "sliced_w2": "sliced W2", "emd_w2": "empirical W2 (POT)"}
+           "w2": "W2 (exact 1-D)", "sliced_w2": "sliced W2", "emd_w2": "empirical W2 (POT)",
+           "path_err": "path error (RMS vs reference)"}
 
 
 def load_results(path) -> tuple[pd.DataFrame, Path]:
@@ -104,9 +111,26 @@ def solver_orders(names) -> dict:
     return {n: SOLVERS[n].order for n in names if n in SOLVERS and SOLVERS[n].order > 0}
 
 
-def _slope_lines(ax, sub: pd.DataFrame, metric: str):
-    """Reference segments NFE^-p over the last two octaves of NFE, fanning out from one point below the
-    lowest curve (so the slopes are compared, not the levels)."""
+def _data_range(sub: pd.DataFrame) -> tuple[float, float]:
+    """(lowest, highest) of what a panel draws: the seed-mean curves and the floor band."""
+    means = sub.groupby(["label", "nfe"])["error"].mean()
+    vals = [means.to_numpy(dtype=float)]
+    if "floor" in sub.columns:
+        vals.append(sub["floor"].to_numpy(dtype=float))
+    v = np.concatenate(vals)
+    v = v[np.isfinite(v) & (v > 0)]
+    return (float(v.min()), float(v.max())) if len(v) else (np.nan, np.nan)
+
+
+def _slope_lines(ax, sub: pd.DataFrame, metric: str, extra=()):
+    """Reference segments NFE^-p fanning out from one point, all over the same NFE span starting at the
+    last two octaves of NFE (so the slopes are compared, not the levels). Every segment stays inside the
+    panel's data range (seed-mean curves, floor band and the values in ``extra``, e.g. a reference-accuracy
+    line), so reference lines never stretch the axis: the fan goes below the lowest curve (from 0.4x its
+    value down to the lowest value drawn) or, where that leaves less room (curves sitting on a Monte Carlo
+    floor), above the highest curve (from 10x its value, at most the top of the range, down to the highest
+    curve right of the fan's start). The span is shortened until the steepest segment fits; orders whose
+    segment would span less than 1.25x in NFE are left out."""
     orders = solver_orders(sub["solver"].unique())
     if not orders or sub.empty:
         return
@@ -116,15 +140,92 @@ def _slope_lines(ax, sub: pd.DataFrame, metric: str):
     nmin = float(nfes[nfes >= nmax / 4.0].min())
     if nmax <= nmin:
         return
-    x = np.array([nmin, nmax])
-    at_start = sub[sub["nfe"] == nmin].groupby("label")["error"].mean()
-    y0 = float(at_start.min()) * 0.4
-    for p in sorted(set(orders.values())):
+    ylo, yhi = _data_range(sub)
+    ex = np.asarray([v for v in extra if np.isfinite(v) and v > 0], dtype=float)
+    if len(ex):
+        ylo, yhi = min(ylo, float(ex.min())), max(yhi, float(ex.max()))
+    if not np.isfinite(ylo):
+        return
+    means = sub.groupby(["label", "nfe"])["error"].mean()
+    at_start = means.xs(nmin, level="nfe")
+    right = means[means.index.get_level_values("nfe") >= nmin]
+    below = (0.4 * float(at_start.min()), ylo)  # (fan start, lowest end)
+    above = (min(yhi, 10.0 * float(at_start.max())), float(right.max()))
+    ps = sorted(set(orders.values()))
+
+    def span(place, p):
+        top, bottom = place
+        return min(nmax / nmin, (top / bottom) ** (1.0 / (scale * p))) if top > bottom else 1.0
+
+    while ps:
+        y0, bottom = below if span(below, ps[-1]) >= min(1.5, span(above, ps[-1])) else above
+        width = span((y0, bottom), ps[-1])
+        if width >= 1.25:
+            break
+        ps.pop()
+    for p in ps:
         slope = -scale * p
+        x = np.array([nmin, nmin * width])
         y = y0 * (x / x[0]) ** slope
-        ax.plot(x, y, ls="--", lw=1.0, color="0.35", zorder=1)
+        ax.plot(x, y, ls="--", lw=1.0, color="0.35", zorder=1, label="_slope")
         ax.annotate(f"NFE$^{{{slope:g}}}$", (x[1], y[1]), fontsize=7, color="0.3", xytext=(3, 0),
                     textcoords="offset points", ha="left", va="center")
+
+
+def seed_spread(dm: pd.DataFrame) -> str:
+    """'spread' where the metric differs across seeds in some (problem, SDE, solver, NFE) cell (then a
+    bootstrap CI over seeds means something), 'none' where every cell has >= 2 seeds with the same value
+    (an exact metric of a deterministic output law), 'single' where every cell has one seed."""
+    keys = [k for k in ("problem", "sde", "label", "nfe") if k in dm.columns]
+    g = dm.groupby(keys)["error"]
+    n = g.count()
+    if (n < 2).all():
+        return "single"
+    rel = (g.max() - g.min()) / g.mean().abs()
+    return "spread" if bool((rel[n >= 2] > 1e-12).any()) else "none"
+
+
+def _title(m: str, dm: pd.DataFrame, spread: str) -> str:
+    seeds = int(dm["seed"].nunique()) if "seed" in dm.columns else 1
+    what = _LABELS.get(m, m)
+    if spread == "spread":
+        body = f"mean over {seeds} seeds, bootstrap 95% CI over seeds"
+    elif spread == "none":
+        body = f"identical for all {seeds} seeds (exact metric, no seed spread): no CI"
+    else:
+        body = "1 seed: no CI"
+    extra = []
+    if dm["floor"].notna().any():
+        extra.append("grey band: Monte Carlo floor")
+    if m == "path_err":
+        recorded = "path_ref_err" in dm.columns and pd.to_numeric(dm["path_ref_err"], errors="coerce").gt(0).any()
+        extra.append("dotted/dark band: reference solve's own error" if recorded
+                     else "dotted: reference solve's stated tolerance")
+    return f"{what} vs NFE ({body}" + "".join(f"; {e}" for e in extra) + ")"
+
+
+def reference_accuracy(sub: pd.DataFrame, metric: str) -> tuple[float, float, str] | None:
+    """(low, high, label) of the accuracy of the reference that ``metric`` is measured against, or None:
+    for ``path_err``, the min..max of ``path_ref_err`` (an estimate of the reference's own error) where
+    the rows carry it, else the reference's stated tolerance (``path_ref_rtol``, else the images metric's
+    REF_RTOL). A solver's error below this is not resolved."""
+    if metric != "path_err":
+        return None
+    if "path_ref_err" in sub.columns:
+        v = pd.to_numeric(sub["path_ref_err"], errors="coerce")
+        v = v[np.isfinite(v) & (v > 0)]
+        if len(v):
+            return float(v.min()), float(v.max()), "reference solve's own error (path_ref_err)"
+    rtol = np.nan
+    if "path_ref_rtol" in sub.columns:
+        v = pd.to_numeric(sub["path_ref_rtol"], errors="coerce")
+        v = v[np.isfinite(v) & (v > 0)]
+        rtol = float(v.max()) if len(v) else np.nan
+    if not np.isfinite(rtol):
+        from .metrics.images import REF_RTOL
+
+        rtol = float(REF_RTOL)
+    return rtol, rtol, f"reference's stated tolerance rtol = {rtol:g}\n(its global error is larger)"
 
 
 def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str = "png",
@@ -153,33 +254,47 @@ def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str 
     for m, dm in data.groupby("metric", sort=False):
         problems = list(dict.fromkeys(dm["problem"]))
         sdes = list(dict.fromkeys(dm["sde"]))
+        spread = seed_spread(dm)
+        one_sde = len(sdes) == 1  # then no row facets: the SDE goes into the panel titles
         g = sns.relplot(data=dm, x="nfe", y="error", hue="label", hue_order=[lb for lb in labels
                                                                                if lb in set(dm["label"])],
-                        col="problem", row="sde", col_order=problems, row_order=sdes, kind="line",
-                        estimator="mean", errorbar=("ci", 95), n_boot=1000, seed=0, marker="o",
+                        col="problem", row=None if one_sde else "sde", col_order=problems,
+                        row_order=None if one_sde else sdes, kind="line",
+                        estimator="mean", errorbar=("ci", 95) if spread == "spread" else None, n_boot=1000,
+                        seed=0, marker="o",
                         markersize=4, palette=palette, height=3.0, aspect=1.15,
                         facet_kws={"sharey": False, "sharex": True, "margin_titles": True})
         g.set(xscale="log", yscale="log")
         ticks = sorted(dm["nfe"].unique())
         if len(ticks) > 8:
             ticks = [t for t in ticks if np.isclose(np.log2(t), round(np.log2(t)))] or ticks[::2]
-        for (sde, problem), ax in g.axes_dict.items():
+        panels = {(sdes[0], k): ax for k, ax in g.axes_dict.items()} if one_sde else g.axes_dict
+        for (sde, problem), ax in panels.items():
             sub = dm[(dm["problem"] == problem) & (dm["sde"] == sde)]
             fl = sub["floor"].dropna()
             if len(fl):
                 ax.axhspan(float(fl.min()), float(fl.max()), color="0.6", alpha=0.35, lw=0, zorder=0,
                            label="_floor")
                 ax.axhline(float(fl.mean()), color="0.4", lw=0.8, zorder=0)
-            _slope_lines(ax, sub, m)
+            ref = reference_accuracy(sub, m)
+            if ref is not None:
+                lo, hi, text = ref
+                if hi > lo:
+                    ax.axhspan(lo, hi, color="0.2", alpha=0.15, lw=0, zorder=0, label="_ref")
+                ax.axhline(hi, color="0.2", lw=1.0, ls=":", zorder=1, label="_ref")
+                ax.annotate(text, (0.02, hi), xycoords=("axes fraction", "data"), xytext=(0, 2),
+                            textcoords="offset points", fontsize=6.5, color="0.2", va="bottom", ha="left")
+            _slope_lines(ax, sub, m, extra=ref[:2] if ref is not None else ())
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.grid(True, which="major", lw=0.3, alpha=0.5)
         g.set_axis_labels("NFE", _LABELS.get(m, m))
-        g.set_titles(row_template="{row_name}", col_template="{col_name}")
-        title = f"{_LABELS.get(m, m)} vs NFE (mean over seeds, bootstrap 95% CI"
-        title += "; grey band: Monte Carlo floor)" if dm["floor"].notna().any() else ")"
-        g.figure.suptitle(title, y=1.02, fontsize=10)
+        if one_sde:
+            g.set_titles(col_template="{col_name} / " + str(sdes[0]))
+        else:
+            g.set_titles(row_template="{row_name}", col_template="{col_name}")
+        g.figure.suptitle(_title(m, dm, spread), y=1.02, fontsize=10)
         if g.legend is not None:
             g.legend.set_title("solver")
         path = out_dir / f"{name}_{m}.{fmt}"

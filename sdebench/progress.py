@@ -1,14 +1,24 @@
-"""Sweep progress: a tqdm bar (cells done/total, failures, ETA) on a terminal, plain log lines otherwise."""
+"""Sweep progress: a tqdm bar (cells done/total, failures, ETA) on a terminal, plain log lines otherwise.
+
+The ETA of the log lines is the rate measured from the first cell run here to the latest one (the time
+to the first cell is start-up: workers, imports, first-call warm-up, and would make the first estimate
+absurd), so it is printed as ``ETA --`` until at least :data:`ETA_MIN_CELLS` cells have run and
+:data:`ETA_MIN_SECONDS` have passed since the first of them. The tqdm bar's clock is likewise restarted
+at the first cell (its elapsed time then counts from there).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+ETA_MIN_CELLS = 3  # cells run here before an ETA is printed (two intervals after the first cell)
+ETA_MIN_SECONDS = 2.0  # and seconds since the first cell run here
+
 
 def _fmt(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
-        return "?"
+        return "--"
     s = int(round(seconds))
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
@@ -27,6 +37,7 @@ class Progress:
         self.done = skipped
         self.failed = 0
         self.start = time.monotonic()
+        self.first = None  # time the first cell run here finished
         self.log_every_s = log_every_s
         self._last_log = -1e9
         if mode == "auto":
@@ -46,11 +57,18 @@ class Progress:
         self.stream.flush()
 
     def eta(self) -> float:
+        """Seconds left at the rate since the first cell run here; NaN until that rate is measured
+        (ETA_MIN_CELLS cells run and ETA_MIN_SECONDS since the first); 0 when nothing is left."""
         ran = self.done - self.skipped
         left = self.total - self.done
-        if ran <= 0:
+        if left <= 0:
+            return 0.0
+        if self.first is None or ran < ETA_MIN_CELLS:
             return float("nan")
-        return (time.monotonic() - self.start) / ran * left
+        since = time.monotonic() - self.first
+        if since < ETA_MIN_SECONDS:
+            return float("nan")
+        return since / (ran - 1) * left
 
     def status_line(self) -> str:
         pct = 100.0 * self.done / self.total if self.total else 100.0
@@ -59,6 +77,10 @@ class Progress:
 
     def update(self, status: str = "ok") -> None:
         self.done += 1
+        if self.first is None:
+            self.first = time.monotonic()
+            if self.bar is not None:  # the bar's clock (rate, ETA) starts at the first cell, not at start-up
+                self.bar.unpause()
         if status == "error":
             self.failed += 1
         if self.bar is not None:

@@ -155,7 +155,8 @@ def _completeness(df: pd.DataFrame, manifest: dict | None) -> list[str]:
 
 def summary_text(df: pd.DataFrame) -> str:
     """Plain-text tables for a terminal: per problem and SDE, the headline metric's mean over seeds
-    for every solver (rows) and NFE (columns); ``*`` marks a mean below 3x its Monte Carlo floor."""
+    for every solver (rows) and NFE (columns); ``*`` marks a mean below 3x its Monte Carlo floor, which
+    the closing legend line (:data:`SUMMARY_LEGEND`) says."""
     data = with_primary(df)
     blocks = []
     for (problem, sde), g in data.groupby(["problem", "sde"], sort=False):
@@ -171,7 +172,12 @@ def summary_text(df: pd.DataFrame) -> str:
         cells.index.name = None
         blocks.append(f"{problem} / {sde}: {_LABELS.get(metric, metric)} ({metric}), mean over seeds\n"
                       + cells.to_string())
-    return "\n\n".join(blocks)
+    return "\n\n".join(blocks) + "\n\n" + SUMMARY_LEGEND
+
+
+SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the Monte Carlo floor (<metric>_null: the same statistic "
+                  "between two exact target samples), i.e. not resolved from sampling noise; exact metrics "
+                  "(w2_exact, kl_exact) have no floor; -: no cell")
 
 
 def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = True,
@@ -186,7 +192,8 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
     lines += _completeness(df, manifest)
     lines += _provenance(df)
     lines.append("")
-    lines.append("Errors are the mean over seeds with a bootstrap 95% CI over seeds; `*` = below 3x the "
+    lines.append("Errors are the mean over seeds with a bootstrap 95% CI over seeds where the seeds differ "
+                 "(exact metrics are identical for every seed: no CI); `*` = below 3x the "
                  "Monte Carlo floor (the same statistic between two target samples). Exact metrics "
                  "(`w2_exact`, `kl_exact`) are computed from the solver's exact Gaussian output law and have "
                  "no floor. Fitted order = minus the log-log slope of error vs NFE on the asymptotic window "

@@ -53,6 +53,44 @@ def test_bar_on_a_tty():
 def test_eta_from_the_rate_of_cells_run_here():
     p = Progress(10, skipped=5, stream=io.StringIO(), mode="quiet")
     assert p.eta() != p.eta()  # nan before any cell ran
-    p.start -= 10.0
+    p.start -= 10.0  # 10 s of start-up before the first cell: not part of the rate
     p.update("ok")
-    assert 35.0 < p.eta() < 45.0  # 10 s for one cell, 4 left
+    assert p.eta() != p.eta()  # one cell measures no rate
+    p.update("ok")
+    p.update("ok")
+    p.first -= 4.0  # two cells 2 s apart after the first; 2 left
+    assert 3.5 < p.eta() < 4.5
+    p.update("ok")
+    p.update("ok")
+    assert p.eta() == 0.0
+
+
+def test_no_eta_from_the_first_cell_of_a_slow_start():
+    """A 50 s sweep whose first cell lands after 7 s of worker start-up printed "ETA 1h06m01s"."""
+    s = io.StringIO()
+    p = Progress(540, stream=s, name="quick", log_every_s=0.0)
+    p.start -= 7.0
+    p.update("ok")
+    first = s.getvalue().splitlines()[1]
+    assert first.startswith("quick: 1/540 cells") and first.endswith("ETA --")
+    for _ in range(5):  # a burst of cells right after the first: still no measured rate
+        p.update("ok")
+    assert s.getvalue().splitlines()[-1].endswith("ETA --")
+    p.first -= 2.5  # 5 more cells in 2.5 s: 0.5 s per cell, 534 left
+    p.update("ok")
+    line = s.getvalue().splitlines()[-1]
+    assert line.startswith("quick: 7/540 cells"), line
+    eta = line.rsplit("ETA ", 1)[1]
+    assert eta.startswith(("3m", "4m")), line  # 2.5 s / 6 intervals * 533 cells = 3m42s
+
+
+def test_bar_rate_does_not_count_the_start_up():
+    s = _Tty()
+    p = Progress(540, stream=s, name="sw")
+    p.bar.start_t -= 3600.0  # an hour of start-up before the first cell
+    p.bar.last_print_t -= 3600.0
+    p.update("ok")
+    rate = p.bar.format_dict["rate"]
+    elapsed = p.bar.format_dict["elapsed"]
+    assert elapsed < 60.0 and (rate is None or rate > 1.0 / 60.0), (elapsed, rate)
+    p.close()

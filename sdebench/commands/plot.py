@@ -6,7 +6,9 @@ from __future__ import annotations
 def add_parser(sub):
     p = sub.add_parser("plot", help="draw error-vs-NFE figures (seaborn, log-log) from results",
                        description="Error vs NFE, faceted by problem and SDE, hue by solver, bootstrap 95%% CI "
-                                   "bands over seeds, the Monte Carlo floor as a grey band and reference slopes.")
+                                   "bands over seeds where the metric differs across seeds, the Monte Carlo "
+                                   "floor as a grey band, reference slopes inside the data's range, and for "
+                                   "path_err the reference solve's accuracy as a dotted line.")
     p.add_argument("results", help="results table (.parquet/.csv) or store folder")
     p.add_argument("--out", default=None, help="output folder (default: <results folder>/figures)")
     p.add_argument("--metric", default="auto",

@@ -157,7 +157,12 @@ def summary_table(df: pd.DataFrame) -> str:
     status = g["status"].agg(lambda s: "ok" if (s == "ok").all() else ",".join(sorted(set(s))))
     out["status"] = status
     with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4g}".format):
-        return out.reset_index().to_string(index=False)
+        table = out.reset_index().to_string(index=False)
+    legend = "metric columns: mean over seeds"
+    if nulls:
+        legend += ("; <metric>_null: its Monte Carlo floor (the same statistic between two exact target samples, "
+                   "the smallest error the estimator resolves)")
+    return f"{table}\n{legend}"
 
 
 def main(args) -> int:

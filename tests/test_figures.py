@@ -1,0 +1,206 @@
+"""Figures and printed tables say what they show: CI only where seeds differ, reference slopes inside the
+data's range, the reference solve's accuracy on path-error plots, a labelled guidance w axis, a legend
+for the `*` of the sweep's table. Figures are inspected as matplotlib objects, not pixels."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sdebench.plot import plot_error_vs_nfe  # noqa: E402
+
+NFES = (6, 12, 24, 48, 96)
+ORDERS = {"euler": 1, "heun": 2, "dpm-solver-3": 3}  # registered solvers and their declared orders
+
+
+def _rows(problem: str, metric: str, value, null=None, seeds=(0, 1, 2), **extra) -> pd.DataFrame:
+    rows = []
+    for solver in ORDERS:
+        for nfe in NFES:
+            for seed in seeds:
+                r = {"problem": problem, "sde": "vp", "solver": solver, "label": solver, "schedule": "uniform",
+                     "nfe": nfe, "seed": seed, "status": "ok", metric: value(solver, nfe, seed), **extra}
+                if null is not None:
+                    r[f"{metric}_null"] = null(seed)
+                rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def _exact(solver, nfe, seed):  # an exact metric: C * NFE^-p, the same for every seed
+    return 2.0 * nfe ** -ORDERS[solver]
+
+
+def _at_floor(solver, nfe, seed):  # a sampled metric sitting on its Monte Carlo floor, differing by seed
+    return 0.2 + 0.01 * seed + 0.002 * list(ORDERS).index(solver) + 3.0 / nfe
+
+
+def _floor(seed):
+    return 0.15 + 0.01 * seed
+
+
+@pytest.fixture
+def figures(monkeypatch, tmp_path):
+    """plot_error_vs_nfe(df, **kw) -> {figure stem: Figure}, the figures kept open for inspection."""
+    close = plt.close
+
+    def draw(df, **kw):
+        kept = []
+        monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+        try:
+            paths = plot_error_vs_nfe(df, tmp_path, **kw)
+        finally:
+            monkeypatch.setattr(plt, "close", close)
+        return dict(zip((p.stem for p in paths), kept))
+
+    yield draw
+    plt.close("all")
+
+
+def _title(fig) -> str:
+    return fig._suptitle.get_text()
+
+
+def test_title_claims_a_bootstrap_ci_only_where_seeds_differ(figures):
+    figs = figures(pd.concat([_rows("gauss1d", "w2_exact", _exact), _rows("gmm1d", "w2", _at_floor, _floor)]))
+    exact, sampled = _title(figs["error_vs_nfe_w2_exact"]), _title(figs["error_vs_nfe_w2"])
+    assert "bootstrap" not in exact and "no CI" in exact and "no seed spread" in exact
+    assert "bootstrap 95% CI" in sampled and "3 seeds" in sampled
+    one = figures(_rows("gmm1d", "w2", _at_floor, _floor, seeds=(0,)))
+    assert "bootstrap" not in _title(one["error_vs_nfe_w2"]) and "1 seed" in _title(one["error_vs_nfe_w2"])
+
+
+def _slopes(ax):
+    return [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+
+
+def test_reference_slopes_stay_inside_the_data_range_on_a_floor_panel(figures):
+    """Curves flat at a Monte Carlo floor: the NFE^-3 reference line used to run 64x below all data."""
+    df = _rows("gmm1d", "w2", _at_floor, _floor)
+    ax = figures(df)["error_vs_nfe_w2"].axes[0]
+    means = df.groupby(["solver", "nfe"])["w2"].mean()
+    lo = min(means.min(), df["w2_null"].min())
+    hi = max(means.max(), df["w2_null"].max())
+    lines = _slopes(ax)
+    assert lines, "no reference slope drawn"
+    for ln in lines:
+        y = np.asarray(ln.get_ydata(), dtype=float)
+        assert lo * (1 - 1e-9) <= y.min() and y.max() <= hi * (1 + 1e-9), (y, lo, hi)
+        x = np.asarray(ln.get_xdata(), dtype=float)
+        assert x[1] / x[0] >= 1.25
+    ymin, ymax = ax.get_ylim()
+    assert ymin > lo / 2 and ymax < hi * 2  # the axis is the data's, not stretched by the slopes
+
+
+def test_reference_slopes_keep_their_slopes_and_order(figures):
+    ax = figures(_rows("gauss1d", "w2_exact", _exact))["error_vs_nfe_w2_exact"].axes[0]
+    got = sorted(-np.diff(np.log(ln.get_ydata())) / np.diff(np.log(ln.get_xdata()))
+                 for ln in _slopes(ax))
+    assert np.allclose(np.concatenate(got), [1.0, 2.0, 3.0])
+
+
+def _path_rows(**extra):
+    def err(solver, nfe, seed):  # converges, then sits on the reference's own error
+        return max(3.0 * nfe ** -ORDERS[solver], 6e-5)
+
+    return _rows("digits", "path_err", err, seeds=(0,), path_ref_nfe=230.0, **extra)
+
+
+def _dotted(ax):
+    return [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+
+
+def test_path_error_plot_marks_the_reference_tolerance(figures):
+    ax = figures(_path_rows(), metric="path_err")["error_vs_nfe_path_err"].axes[0]
+    from sdebench.metrics.images import REF_RTOL
+
+    ys = [tuple(ln.get_ydata()) for ln in _dotted(ax)]
+    assert (REF_RTOL, REF_RTOL) in ys
+    assert any("rtol" in t.get_text() and "1e-06" in t.get_text() for t in ax.texts)
+    assert "stated tolerance" in ax.figure._suptitle.get_text()
+    stated = figures(_path_rows(path_ref_rtol=1e-8), metric="path_err")["error_vs_nfe_path_err"].axes[0]
+    assert (1e-8, 1e-8) in [tuple(ln.get_ydata()) for ln in _dotted(stated)]
+
+
+def test_path_error_plot_draws_a_recorded_reference_error_as_a_band(figures):
+    df = _path_rows()
+    df["path_ref_err"] = np.where(df["nfe"] < 48, 5e-5, 8e-5)
+    ax = figures(df, metric="path_err")["error_vs_nfe_path_err"].axes[0]
+    assert (8e-5, 8e-5) in [tuple(ln.get_ydata()) for ln in _dotted(ax)]
+    bands = [p.get_path().get_extents(p.get_transform() - ax.transData) for p in ax.patches]
+    assert any(np.isclose(b.y0, 5e-5) and np.isclose(b.y1, 8e-5) for b in bands)
+    assert any("path_ref_err" in t.get_text() for t in ax.texts)
+    assert "own error" in ax.figure._suptitle.get_text()
+    plain = figures(_rows("gmm1d", "w2", _at_floor, _floor))["error_vs_nfe_w2"].axes[0]
+    assert not _dotted(plain)  # no reference marker on metrics against the target itself
+
+
+def test_guidance_w_axis_is_labelled(monkeypatch, tmp_path):
+    from sdebench import guidance_report as R
+
+    rows = [{"solver": s, "nfe": n, "scale": w, "path_err": 0.01 * (1 + w) * (i + 1) / n}
+            for i, s in enumerate(("ddim", "heun")) for n in (10, 20) for w in (0.0, 1.0, 3.0, 7.0, 15.0)]
+    kept = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    R.figure(pd.DataFrame(rows), str(tmp_path / "g.png"), "t")
+    monkeypatch.undo()
+    (fig,) = kept
+    for ax in fig.axes:
+        assert ax.get_xscale() == "symlog"
+        assert "symlog" in ax.get_xlabel() and "w" in ax.get_xlabel()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "3", "7", "15"]
+        assert len(ax.xaxis.get_minor_locator()()) == 0  # no unlabelled grid lines between the w values
+    plt.close(fig)
+
+
+def test_guidance_replot_redraws_from_the_rows_without_running(tmp_path):
+    from sdebench import guidance_report as R
+
+    rows = pd.DataFrame([{"solver": "ddim", "nfe": 10, "scale": w, "seed": sd, "status": "ok",
+                          "path_err": 0.1 * (1 + w) + 0.01 * sd} for w in (0.0, 1.0, 3.0) for sd in (0, 1)])
+    rows.to_csv(tmp_path / "g.csv", index=False)
+    sweep = tmp_path / "g.toml"
+    sweep.write_text(f'problem = "gmm2d-ring8-labelled"\nclass_label = 1\nscales = [0, 1, 3]\nnfe = [10]\n'
+                     f'solvers = ["ddim"]\nout = "{tmp_path / "g"}"\nfigure = "{tmp_path / "f.png"}"\n')
+    assert R.main([str(sweep), "--replot"]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 0 and not (tmp_path / "g.md").exists()
+    assert R.main([str(sweep), "--replot", "--out", str(tmp_path / "missing")]) == 2
+
+
+def test_guidance_replot_reads_the_committed_tables(tmp_path):
+    # results/guidance_gaussian.csv predates the nfe column (batched CFG: NFE = model calls)
+    import shutil
+    from pathlib import Path
+
+    from sdebench import guidance_report as R
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("guidance.csv", "guidance_gaussian.csv"):
+        shutil.copy(root / "results" / name, tmp_path / name)
+    sweep = tmp_path / "g.toml"
+    text = "\n".join(line for line in (root / "sweeps" / "guidance.toml").read_text().splitlines()
+                     if not line.startswith(("out ", "figure ", "gaussian_figure ")))
+    sweep.write_text(text + f'\nout = "{tmp_path / "guidance"}"\nfigure = "{tmp_path / "f.png"}"\n'
+                     f'gaussian_figure = "{tmp_path / "g.png"}"\n')
+    assert R.main([str(sweep), "--replot"]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_sweep_table_ends_with_a_legend_for_the_star():
+    from sdebench.report import summary_text
+
+    text = summary_text(_rows("gmm1d", "w2", _at_floor, _floor))
+    assert "*" in text.split("\n\n")[0]  # the values at the floor are starred
+    last = text.splitlines()[-1]
+    assert last.startswith("*:") and "Monte Carlo floor" in last and "3x" in last
+
+
+def test_run_table_ends_with_a_legend_for_the_null_columns():
+    from sdebench.commands.run import summary_table
+
+    last = summary_table(_rows("gmm1d", "w2", _at_floor, _floor)).splitlines()[-1]
+    assert last.startswith("metric columns: mean over seeds") and "_null" in last
