@@ -2,10 +2,11 @@
 
 In y = x / alpha_t and sigma-bar = sigma_t / alpha_t = e^{-lambda}, the probability-flow ODE is
 dy / d(sigma-bar) = eps(x, t). iPNDM steps it with Adams-Bashforth of order 1, 2, 3, 4 (lower order
-while the history fills up), one eps evaluation per step. The weights integrate the Lagrange
+while the history fills up), one eps evaluation per step. By default (``weights=fixed``) with the
+constant-step weights of the iPNDM reference code, which are off by O(h) on grids non-uniform in
+sigma-bar (logSNR, Karras): measured global order 2 there. ``weights=variable`` integrates the Lagrange
 interpolant of eps through the previous sigma-bar nodes exactly (variable-step Adams-Bashforth, DEIS's
-"tAB" in sigma-bar), so the order holds on any grid; ``weights=fixed`` uses the constant-step weights
-of the iPNDM reference code, which lose order on non-uniform grids (measured 2 on logSNR / Karras).
+rho-AB), which keeps order 4 on any grid (measured) but is less accurate at few steps (docs/solvers.md).
 """
 
 from __future__ import annotations
@@ -41,16 +42,18 @@ def ab_weights(nodes, s_next: float) -> tuple[float, ...]:
     return tuple(c)
 
 
-@register("ipndm", kind="ode", order=4, nfe_per_step=1, family="PNDM / DEIS",
-          paper="Zhang & Chen 2023 (DEIS, iPNDM); Liu et al. 2022 (PNDM)", order_nfe=(160, 320, 640))
-def ipndm(model, x, grid, sde, noise, weights: str = "variable"):
-    """iPNDM: Adams-Bashforth (up to 4th order) on the DDIM ODE in sbar = sigma/alpha. 1 NFE per step.
+# order: that of the default (reference, fixed-weight) form on the logSNR / Karras grids; weights=variable
+# is order 4 (tests/test_registry_orders.py)
+@register("ipndm", kind="ode", order=2, nfe_per_step=1, family="PNDM / DEIS",
+          paper="Zhang & Chen 2023 (DEIS, iPNDM); Liu et al. 2022 (PNDM)", order_nfe=(40, 80, 160))
+def ipndm(model, x, grid, sde, noise, weights: str = "fixed"):
+    """iPNDM: 4-step Adams-Bashforth on the DDIM ODE in sbar = sigma/alpha (weights fixed or variable). 1 NFE per step.
 
     y_{i+1} = y_i + (sbar_{i+1} - sbar_i) sum_j c_j eps_{i-j}, y = x/alpha, history of min(i + 1, 4).
 
-    weights=variable (default): c integrates the Lagrange interpolant through the previous sbar nodes
-    (variable-step AB, order 4 on any grid); weights=fixed: the constant-step AB weights
-    (1), (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24 of the reference code (order 2 on non-uniform grids).
+    weights=fixed (default, the reference code): c = (1), (3, -1)/2, (23, -16, 5)/12, (55, -59, 37, -9)/24,
+    order 4 on grids uniform in sbar, measured order 2 on logSNR / Karras grids. weights=variable: c
+    integrates the Lagrange interpolant through the previous sbar nodes (variable-step AB, order 4 on any grid).
     """
     if weights not in ("variable", "fixed"):
         raise ConfigError(f"solver 'ipndm' option weights={weights!r}; valid: variable, fixed")
