@@ -6,8 +6,8 @@ mean over seeds; where the metric varies across seeds (sample-based metrics) it 
 (exact metrics of a deterministic output law, or one seed) no band is drawn and the title says why.
 The Monte Carlo floor (the ``<metric>_null`` column: the same statistic between two target samples) is
 drawn as a grey band (min..max of the null over seeds and NFE); exact metrics have no floor. Dashed
-grey lines show the reference slopes NFE^-p for the theoretical orders p of the solvers in the panel
-(2p for KL, which scales like the square of W2), kept inside the data's y-range so that they never
+grey lines show the reference slopes NFE^-p for the verified orders p of the solvers in the panel
+(``solver_orders``; 2p for KL, which scales like the square of W2), kept inside the data's y-range so that they never
 stretch the axis. For ``path_err`` (error against a reference ODE solve) the reference's own accuracy
 is marked: the band min..max of ``path_ref_err`` where the rows carry that estimate, else a dotted line
 at the reference's stated tolerance (``path_ref_rtol``, else the images metric's ``REF_RTOL``), below
@@ -104,11 +104,14 @@ def with_primary(df: pd.DataFrame, metric: str = "auto") -> pd.DataFrame:
 
 
 def solver_orders(names) -> dict:
-    """Theoretical (weak) order of each registered solver name; unknown names and solvers without a
-    convergence order in NFE (order 0: consistency samplers) are left out."""
+    """Verified (weak) order of each registered solver name: the declared order that
+    tests/test_registry_orders.py measures as an exact-W2 slope (``SolverSpec.verified_order``). Unknown
+    names and solvers whose order is not verified as an NFE slope (consistency samplers, adaptive dopri5,
+    batch-coupled pc) are left out."""
     from .solvers import SOLVERS
 
-    return {n: SOLVERS[n].order for n in names if n in SOLVERS and SOLVERS[n].order > 0}
+    return {n: SOLVERS[n].verified_order for n in names
+            if n in SOLVERS and SOLVERS[n].verified_order is not None}
 
 
 def _data_range(sub: pd.DataFrame) -> tuple[float, float]:

@@ -179,7 +179,7 @@ def _rh_nfe(steps, grid=None):
 
 
 @register("torchsde-euler", kind="sde", order=1, strong_order=1.0, nfe_per_step=1, family="back-end (torchsde)",
-          paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)")
+          paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)", order_grid="uniform")
 def torchsde_euler(model, x, grid, sde, noise):
     """torchsde 'euler' on the reverse SDE (same update as ``em``). Strong order 1, 1 NFE per step.
 
@@ -189,7 +189,8 @@ def torchsde_euler(model, x, grid, sde, noise):
 
 
 @register("torchsde-milstein", kind="sde", order=1, strong_order=1.0, nfe_per_step=1,
-          family="back-end (torchsde)", paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)")
+          family="back-end (torchsde)", paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)",
+          order_grid="uniform")
 def torchsde_milstein(model, x, grid, sde, noise):
     """torchsde 'milstein' (Ito) on the reverse SDE. Strong order 1, 1 NFE per step.
 
@@ -200,7 +201,8 @@ def torchsde_milstein(model, x, grid, sde, noise):
 
 
 @register("torchsde-srk", kind="sde", order=2, strong_order=1.5, nfe_per_step=2, family="back-end (torchsde)",
-          paper=_TORCHSDE + "; Roessler 2010 (SRA1)", budget_text="multiples of 2 (uniform-in-t grid)")
+          paper=_TORCHSDE + "; Roessler 2010 (SRA1)", budget_text="multiples of 2 (uniform-in-t grid)",
+          order_grid="uniform")
 def torchsde_srk(model, x, grid, sde, noise):
     """torchsde 'srk' (Roessler's SRA1 for additive noise). Strong order 1.5, 2 NFE per step.
 
@@ -213,7 +215,10 @@ def torchsde_srk(model, x, grid, sde, noise):
 @register("torchsde-reversible-heun", kind="sde", order=1, strong_order=1.0, nfe_per_step=1,
           family="back-end (torchsde)", paper=_TORCHSDE + "; Kidger et al. 2021 (reversible Heun)",
           nfe_for_steps=_rh_nfe, steps_for_nfe=lambda nfe: _rh_steps(nfe),
-          budget_text="any NFE >= 2 (N steps cost N + 1: one extra drift at the start; uniform-in-t grid)")
+          budget_text="any NFE >= 2 (N steps cost N + 1: one extra drift at the start; uniform-in-t grid)",
+          # pre-asymptotic (unstable on the contracting reverse VP SDE) below ~160 steps; weak order 2 on a
+          # Gaussian (linear drift) from there on
+          order_grid="uniform", order_nfe=(161, 321, 641), order_gaussian=2)
 def torchsde_reversible_heun(model, x, grid, sde, noise):
     """torchsde 'reversible_heun' (Kidger et al.). Strong order 1 (additive noise); N + 1 NFE for N steps.
 
@@ -250,7 +255,7 @@ def _rk4_nfe(steps, grid):
 
 
 @register("rk4", kind="ode", order=4, nfe_per_step=4, family="back-end (torchdiffeq)", paper=_TORCHDIFFEQ,
-          nfe_for_steps=_rk4_nfe)
+          nfe_for_steps=_rk4_nfe, order_nfe=(40, 80, 160))
 def rk4(model, x, grid, sde, noise):
     """torchdiffeq 'rk4' (Kutta's 3/8 rule) on the probability-flow ODE. Order 4, 4 NFE per step.
 
@@ -272,7 +277,9 @@ def rk4(model, x, grid, sde, noise):
 
 @register("dopri5", kind="ode", order=5, nfe_per_step=1, adaptive=True, family="back-end (torchdiffeq)",
           paper=_TORCHDIFFEQ + "; Dormand & Prince 1980",
-          budget_text="adaptive: NFE is set by rtol/atol and counted")
+          budget_text="adaptive: NFE is set by rtol/atol and counted", order_check="adaptive",
+          order_note="torchdiffeq's Dormand-Prince 5(4) tableau; NFE follows rtol/atol, so there is no NFE slope "
+                     "(its accuracy is checked against rk4 in tests/test_crossval.py)")
 def dopri5(model, x, grid, sde, noise, rtol: float = 1e-5, atol: float = 1e-5):
     """Adaptive Dormand-Prince 5(4) (torchdiffeq) on the probability-flow ODE. Order 5; NFE adaptive, counted.
 

@@ -27,9 +27,19 @@ import torch
 
 from sdebench.errors import ConfigError, NFEBudgetError
 
-__all__ = ["SolverSpec", "register", "SOLVERS", "get_solver", "check_grid"]
+__all__ = ["SolverSpec", "register", "SOLVERS", "get_solver", "check_grid", "ORDER_CHECKS"]
 
 SOLVERS: dict[str, SolverSpec] = {}
+
+# How a solver's declared ``order`` is verified (tests/test_registry_orders.py reads this per solver)
+ORDER_CHECKS = {
+    "exact": "slope of the exact W2 of its Gaussian output law on gauss1d (VP, float64, x_T ~ exact p_T) "
+             "over the NFE budgets order_nfe on the schedule order_grid",
+    "none": "no convergence order in NFE (order 0: consistency samplers, error set by the consistency function)",
+    "adaptive": "the method chooses its own steps (NFE counted, not requested): no NFE slope",
+    "nonaffine": "output is not an affine map of (x_T, noise) (batch-coupled), so no exact Gaussian law",
+}
+DEFAULT_ORDER_STEPS = (20, 40, 80)
 
 
 @dataclass
@@ -48,6 +58,23 @@ class SolverSpec:
     nfe_for_steps_fn: Callable[[int, torch.Tensor], int] | None = None
     budget_text: str | None = None
     options: dict = field(default_factory=dict)
+    # verification of ``order`` (see ORDER_CHECKS); the measured slope must be order_gaussian or order
+    order_check: str = "exact"
+    order_grid: str = "logsnr"  # schedule on which the declared order is verified
+    order_nfe: tuple[int, ...] | None = None  # NFE budgets of the asymptotic window; None: 20, 40, 80 steps
+    order_gaussian: float | None = None  # order on the Gaussian check where above ``order`` (linear drift)
+    order_note: str = ""  # why order_check is not "exact", and where the order is checked instead
+
+    def verification_nfes(self) -> tuple[int, ...]:
+        """NFE budgets on which the declared order is verified (order_check == "exact")."""
+        if self.order_nfe is not None:
+            return tuple(self.order_nfe)
+        return tuple(self.nfe_for_steps(k) for k in DEFAULT_ORDER_STEPS)
+
+    @property
+    def verified_order(self) -> float | None:
+        """The declared (weak) order where the registry test verifies it as an NFE slope, else None."""
+        return self.order if self.order_check == "exact" else None
 
     @property
     def summary(self) -> str:
@@ -167,11 +194,30 @@ def register(
     steps_for_nfe: Callable[[int], int] | None = None,
     nfe_for_steps: Callable[[int, torch.Tensor], int] | None = None,
     budget_text: str | None = None,
+    order_check: str = "exact",
+    order_grid: str = "logsnr",
+    order_nfe: tuple[int, ...] | None = None,
+    order_gaussian: float | None = None,
+    order_note: str = "",
 ):
     """Decorator: register ``fn`` as solver ``name``. Keyword arguments of ``fn`` after ``noise``
-    (other than ``nfe``) become its options, with their defaults."""
+    (other than ``nfe``) become its options, with their defaults.
+
+    ``order`` is verified by tests/test_registry_orders.py as declared by ``order_check`` (one of
+    :data:`ORDER_CHECKS`; default "exact": exact-W2 slope on gauss1d over the budgets ``order_nfe`` on the
+    schedule ``order_grid``, expected ``order_gaussian`` if given, else ``order``). Any other check
+    needs ``order_note`` saying why and where the order is checked instead."""
     if kind not in ("ode", "sde"):
         raise ValueError(f"kind must be 'ode' or 'sde', got {kind!r}")
+    if order_check not in ORDER_CHECKS:
+        raise ValueError(f"order_check must be one of {sorted(ORDER_CHECKS)}, got {order_check!r}")
+    if order_check != "exact" and not order_note:
+        raise ValueError(f"solver {name!r}: order_check={order_check!r} needs an order_note (why, and where "
+                         "the order is checked instead)")
+    if (order_check == "none") != (order == 0):
+        raise ValueError(f"solver {name!r}: order 0 goes with order_check='none' and only with it")
+    if order_gaussian is not None and order_gaussian < order:
+        raise ValueError(f"solver {name!r}: order_gaussian={order_gaussian} is below order={order}")
 
     def wrap(fn: Callable) -> Callable:
         params = list(inspect.signature(fn).parameters.values())
@@ -193,6 +239,11 @@ def register(
             nfe_for_steps_fn=nfe_for_steps,
             budget_text=budget_text,
             options=opts,
+            order_check=order_check,
+            order_grid=order_grid,
+            order_nfe=None if order_nfe is None else tuple(order_nfe),
+            order_gaussian=order_gaussian,
+            order_note=order_note,
         )
         return fn
 

@@ -28,6 +28,10 @@ def _renoise(x, sde, tau, t_end, z):
     return r * x + math.sqrt(max(var, 0.0)) * z
 
 
+_NO_ORDER = ("a fixed number of consistency-function evaluations: its error is that of the consistency "
+             "function (zero for the oracle), not a function of NFE")
+
+
 def _only(n: int, name: str):
     def steps(nfe: int) -> int:
         if nfe != n:
@@ -39,7 +43,8 @@ def _only(n: int, name: str):
 
 @register("consistency", kind="ode", order=0, nfe_per_step=1, family="consistency",
           paper="Song et al. 2023 (consistency models)", steps_for_nfe=_only(1, "consistency"),
-          budget_text="NFE = 1")
+          budget_text="NFE = 1", order_check="none",
+          order_note=_NO_ORDER)
 def consistency(model, x, grid, sde, noise):
     """One-step consistency sampling: x_end = f(x_T, T). 1 NFE.
 
@@ -51,7 +56,8 @@ def consistency(model, x, grid, sde, noise):
 
 @register("consistency-2step", kind="sde", order=0, nfe_per_step=1, family="consistency",
           paper="Song et al. 2023 (consistency models, Alg. 1)", steps_for_nfe=_only(2, "consistency-2step"),
-          budget_text="NFE = 2")
+          budget_text="NFE = 2", order_check="none",
+          order_note=_NO_ORDER)
 def consistency_2step(model, x, grid, sde, noise, t_mid: float = 0.0):
     """Two-step consistency sampling: x = f(x_T, T); x_mid = renoise(x, t_mid); x_end = f(x_mid, t_mid). 2 NFE.
 
@@ -69,7 +75,9 @@ def consistency_2step(model, x, grid, sde, noise, t_mid: float = 0.0):
 
 
 @register("consistency-ms", kind="sde", order=0, nfe_per_step=1, family="consistency",
-          paper="Song et al. 2023 (multistep consistency sampling, Alg. 1)")
+          paper="Song et al. 2023 (multistep consistency sampling, Alg. 1)", order_check="none",
+          order_note="each step maps to t_end through the consistency function: the error is that function's, "
+                     "not a function of NFE")
 def consistency_ms(model, x, grid, sde, noise):
     """Multistep consistency sampling on the grid's points: x = f(x_T, T); for i = 1..N-1:
     x = f(renoise(x, t_i), t_i). N steps, N NFE (1 NFE per step). Order: none (error set by f)."""

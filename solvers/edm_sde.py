@@ -21,7 +21,8 @@ def _heun_sde_nfe(steps, grid):
 
 
 @register("heun-sde", kind="sde", order=1, strong_order=1.0, nfe_per_step=2, family="SDE (stochastic Heun)",
-          paper="Kloeden & Platen 1992; Jolicoeur-Martineau et al. 2021", nfe_for_steps=_heun_sde_nfe)
+          paper="Kloeden & Platen 1992; Jolicoeur-Martineau et al. 2021", nfe_for_steps=_heun_sde_nfe,
+          order_grid="uniform", order_gaussian=2)  # weak order 2 on a Gaussian target (linear drift)
 def heun_sde(model, x, grid, sde, noise):
     """Stochastic Heun (improved Euler) on the reverse SDE, additive noise. 2 NFE per step.
 
@@ -52,7 +53,7 @@ def _edm_nfe(steps, grid):
 
 
 @register("edm-sde", kind="sde", order=1, nfe_per_step=2, family="EDM", paper="Karras et al. 2022 (EDM, Alg. 2)",
-          nfe_for_steps=_edm_nfe)
+          nfe_for_steps=_edm_nfe, order_nfe=(80, 160, 320))
 def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0,
             S_noise: float = 1.003):
     """EDM stochastic sampler (Karras et al. Alg. 2): churn, then a Heun step. 2 NFE per step.

@@ -33,7 +33,11 @@ def _pc_nfe(steps, grid):
 
 
 @register("pc", kind="sde", order=1, nfe_per_step=2, family="predictor-corrector",
-          paper="Song et al. 2021 (score SDE, Alg. PC sampling)", nfe_for_steps=_pc_nfe)
+          paper="Song et al. 2021 (score SDE, Alg. PC sampling)", nfe_for_steps=_pc_nfe,
+          order_check="nonaffine",
+          order_note="the corrector's step uses batch-averaged norms (score_sde), coupling the rows: no exact "
+                     "Gaussian output law; weak order 1 is its reverse-diffusion predictor's (judged by sample "
+                     "metrics)")
 def pc(model, x, grid, sde, noise, snr: float = 0.16):
     """Reverse-diffusion predictor + one Langevin corrector step per grid step. Weak order 1; 2 NFE per step.
 
@@ -70,7 +74,8 @@ pc.nonaffine = True  # batch-averaged snr step size: the exact-Gaussian metrics 
 
 
 @register("ald", kind="sde", order=1, nfe_per_step=ALD_STEPS_PER_LEVEL, family="Langevin",
-          paper="Song & Ermon 2019 (NCSN, Alg. 1)")
+          paper="Song & Ermon 2019 (NCSN, Alg. 1)",
+          order_nfe=(400, 800, 1600))  # 80-320 levels: pre-asymptotic (bias of the Langevin steps) below
 def ald(model, x, grid, sde, noise, eps: float = 0.2):
     """Annealed Langevin dynamics (NCSN), 5 Langevin steps per noise level. Weak order 1; 5 NFE per step.
 

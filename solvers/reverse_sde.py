@@ -21,6 +21,7 @@ from .base import register
     nfe_per_step=1,
     family="SDE",
     paper="Maruyama 1955; Song et al. 2021 (reverse SDE)",
+    order_grid="uniform",
 )
 def em(model, x, grid, sde, noise):
     """Euler-Maruyama on the reverse SDE: x_{i+1} = x_i - h_i [f x_i - g^2 s(x_i, t_i)] + g(t_i) dW_i.
@@ -45,6 +46,7 @@ def em(model, x, grid, sde, noise):
     nfe_per_step=1,
     family="SDE",
     paper="Chen et al. 2023 (DDPM-type exponential integrator)",
+    order_grid="uniform",
 )
 def ei(model, x, grid, sde, noise):
     """Exponential integrator with the score frozen at the left point, linear part solved exactly.
@@ -68,7 +70,8 @@ def ei(model, x, grid, sde, noise):
     return x
 
 
-@register("ddpm", kind="sde", order=1, nfe_per_step=1, family="DDPM", paper="Ho, Jain & Abbeel 2020")
+@register("ddpm", kind="sde", order=1, nfe_per_step=1, family="DDPM", paper="Ho, Jain & Abbeel 2020",
+          order_nfe=(40, 80, 160))
 def ddpm(model, x, grid, sde, noise):
     """Ancestral DDPM: draw x_t from the Gaussian posterior q(x_t | x_s, x_0 = D(x_s, s)), t < s.
 

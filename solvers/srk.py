@@ -23,6 +23,7 @@ from .base import register
     nfe_per_step=2,
     family="SDE (stochastic Runge-Kutta)",
     paper="Roessler 2010 (SRA1, SIAM J. Numer. Anal.)",
+    order_grid="uniform",
 )
 def srk(model, x, grid, sde, noise):
     """SRA1 stochastic Runge-Kutta for additive noise. Strong order 1.5, weak order 2; 2 NFE per step.

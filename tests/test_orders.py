@@ -62,8 +62,9 @@ def test_unipc_order2_is_third_order():
 
 
 def test_ipndm_and_heun_sde_orders():
-    """iPNDM: measured global order 2 (slope -2.0; order-1 start, fixed AB weights); heun-sde is weak
-    order 2 on a Gaussian target (linear drift), exact W2 of its Gaussian output law."""
+    """iPNDM (default: the reference code's fixed AB weights): measured global order 2 on a logSNR grid
+    (``weights=variable`` is order 4: tests/test_registry_orders.py); heun-sde is weak order 2 on a
+    Gaussian target (linear drift), exact W2 of its Gaussian output law."""
     steps, errs = w2_curve("ipndm", [40, 80, 160])
     assert abs(slope(steps, errs) + 2.0) < 0.2, errs
     steps, errs = w2_curve("heun-sde", [40, 80, 160], schedule="uniform")
