@@ -208,7 +208,8 @@ def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x
             model = _model(problem, sde, cfg)
             logp0 = dn.init_log_prob(_cond(problem, cfg), sde, cfg.init, x_T)
             out.update(dn.density_metrics(spec, model, x_T.to(torch.float64).cpu(), grid, sde, logp0, target,
-                                          nfe=cfg.nfe, options=options))
+                                          nfe=cfg.nfe, options=options,
+                                          init_moments=dn.init_moments(_cond(problem, cfg), sde, cfg.init)))
         elif problem.d <= 2:
             null_x = _target_sample(target, x0.shape[0], cfg.seed, stream=1)
             a, b = st.kde_tv_kl(x0, target), st.kde_tv_kl(null_x, target)
