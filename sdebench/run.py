@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -34,7 +35,7 @@ from .schedules import make_grid
 from .sde import get_sde
 
 __all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps", "cell_budget",
-           "FinalDenoise"]
+           "FinalDenoise", "NULL_DRAWS", "null_draws"]
 
 # metric name -> one-line description (shown by `sdebench list`)
 METRICS = {
@@ -216,12 +217,46 @@ def _target_sample(problem, n: int, seed: int, stream: int) -> torch.Tensor:
     return problem.sample(n, generator=g)
 
 
+# ---- Monte Carlo floors ---------------------------------------------------------------------------
+NULL_DRAWS = 8  # independent exact-target draws behind every <metric>_null
+_NULL_CACHE: OrderedDict = OrderedDict()
+_NULL_CACHE_SIZE = 512
+
+
+def _law_key(law) -> tuple:
+    return tuple(hash(t.detach().to(torch.float64).cpu().numpy().tobytes()) for t in (law.weights, law.means, law.covs))
+
+
+def null_draws(target, n: int, name: str, fn, paired: bool = False, extra=()) -> list:
+    """``fn`` on ``NULL_DRAWS`` independent exact samples of ``target`` of size n (``fn(y, ref)`` with a second,
+    independent sample when ``paired``): the null distribution of a statistic. Draw j uses the generator
+    seeds of seed j (streams 1 and 2), so the draws do not depend on the cell; cached per (target, n,
+    statistic, extra) for the process, since they do not depend on the solver either."""
+    key = (name, _law_key(target), n, extra)
+    vals = _NULL_CACHE.get(key)
+    if vals is None:
+        vals = []
+        for j in range(NULL_DRAWS):
+            y = _target_sample(target, n, j, stream=1)
+            vals.append(fn(y, _target_sample(target, n, j, stream=2)) if paired else fn(y))
+        _NULL_CACHE[key] = vals
+        if len(_NULL_CACHE) > _NULL_CACHE_SIZE:
+            _NULL_CACHE.popitem(last=False)
+    else:
+        _NULL_CACHE.move_to_end(key)
+    return vals
+
+
+def _null_columns(name: str, vals) -> dict:
+    """``<name>_null`` (mean of the draws) and ``<name>_null_sd`` (their standard deviation)."""
+    v = torch.tensor([float(a) for a in vals], dtype=torch.float64)
+    return {f"{name}_null": float(v.mean()), f"{name}_null_sd": float(v.std()) if len(v) > 1 else math.nan}
+
+
 def sample_metrics(problem, x: torch.Tensor, metrics, seed: int) -> dict:
-    """Sample metrics of ``x`` against ``problem`` and, for each, its null at the same n."""
+    """Sample metrics of ``x`` against ``problem`` and, for each, its null distribution at the same n."""
     row: dict = {}
     n = x.shape[0]
-    ref = None
-    null_x = _target_sample(problem, n, seed, stream=1)
     for name in metrics:
         if name in ("w1", "w2"):
             if problem.d != 1:
@@ -229,17 +264,19 @@ def sample_metrics(problem, x: torch.Tensor, metrics, seed: int) -> dict:
             fn = sm.w1_exact if name == "w1" else sm.w2_exact_1d
             w, m, s = problem.weights, problem.means[:, 0], torch.sqrt(problem.covs[:, 0, 0])
             row[name] = fn(x[:, 0], w, m, s)
-            row[f"{name}_null"] = fn(null_x[:, 0], w, m, s)
+            row.update(_null_columns(name, null_draws(problem, n, name,
+                                                      lambda y, f=fn, a=(w, m, s): f(y[:, 0], *a))))
         elif name == "sliced_w2":
             row[name] = sm.sliced_w2(x, problem, seed=seed)
-            row[f"{name}_null"] = sm.sliced_w2(null_x, problem, seed=seed)
+            # the directions depend on the seed (1-D: a single direction, the same for every seed)
+            key = (seed if problem.d > 1 else 0,)
+            row.update(_null_columns(name, null_draws(problem, n, name, lambda y: sm.sliced_w2(y, problem, seed=seed),
+                                                      extra=key)))
         elif name == "emd_w2":
             if n > 10_000:
                 continue
-            if ref is None:
-                ref = _target_sample(problem, n, seed, stream=2)
-            row[name] = sm.emd_w2(x, ref)
-            row[f"{name}_null"] = sm.emd_w2(null_x, ref)
+            row[name] = sm.emd_w2(x, _target_sample(problem, n, seed, stream=2))
+            row.update(_null_columns(name, null_draws(problem, n, name, sm.emd_w2, paired=True)))
     return row
 
 
@@ -250,6 +287,7 @@ def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x
 
     out: dict = {}
     wanted = set(cfg.metrics)
+    n = x0.shape[0]
     if wanted & {"kl", "tv"}:
         deterministic = spec.kind == "ode" and not float(options.get("eta", 0.0) or 0.0) > 0
         if deterministic and problem.d <= dn.MAX_DIM:
@@ -257,33 +295,41 @@ def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x
             logp0 = dn.init_log_prob(_cond(problem, cfg), sde, cfg.init, x_T)
             run = FinalDenoise(spec) if cfg.final_denoise else spec
             out.update(dn.density_metrics(run, model, x_T.to(torch.float64).cpu(), grid, sde, logp0, target,
-                                          nfe=cell_budget(cfg), options=options))
+                                          nfe=cell_budget(cfg), options=options,
+                                          init_moments=dn.init_moments(_cond(problem, cfg), sde, cfg.init)))
         elif problem.d <= 2:
-            null_x = _target_sample(target, x0.shape[0], cfg.seed, stream=1)
-            a, b = st.kde_tv_kl(x0, target), st.kde_tv_kl(null_x, target)
-            out.update(kl=a["kde_kl"], kl_null=b["kde_kl"], tv=a["kde_tv"], tv_null=b["kde_tv"])
+            a = st.kde_tv_kl(x0, target)
+            nulls = null_draws(target, n, "kde", lambda y: st.kde_tv_kl(y, target))
+            out.update(kl=a["kde_kl"], tv=a["kde_tv"])
+            out.update(_null_columns("kl", [b["kde_kl"] for b in nulls]))
+            out.update(_null_columns("tv", [b["kde_tv"] for b in nulls]))
         out = {k: v for k, v in out.items() if k.split("_")[0] in wanted}
-    if "mmd" in wanted or "mode_mass" in wanted or "sinkhorn" in wanted:
-        null_x = _target_sample(target, x0.shape[0], cfg.seed, stream=1)
-        if "mmd" in wanted:
-            a, b = st.mmd(x0, target), st.mmd(null_x, target)
-            out.update(mmd=a["mmd"], mmd_se=a["mmd_se"], mmd_null=math.sqrt(abs(b["mmd2"])))
-        if "mode_mass" in wanted and target.K >= 2:
-            a, b = st.mode_mass_error(x0, target), st.mode_mass_error(null_x, target)
-            out.update(mode_mass=a["mode_mass"], mode_mass_se=a["mode_mass_se"], mode_mass_null=b["mode_mass"])
-        if "sinkhorn" in wanted and x0.shape[0] <= 10_000:
-            ref = _target_sample(target, x0.shape[0], cfg.seed, stream=2)
-            reg = st.sinkhorn_reg(target)
-            out.update(sinkhorn=st.sinkhorn(x0, ref, reg), sinkhorn_null=st.sinkhorn(null_x, ref, reg))
+    if "mmd" in wanted:
+        a = st.mmd(x0, target)
+        out.update(mmd=a["mmd"], mmd_se=a["mmd_se"])
+        out.update(_null_columns("mmd", null_draws(target, n, "mmd",
+                                                   lambda y: math.sqrt(abs(st.mmd(y, target)["mmd2"])))))
+    if "mode_mass" in wanted and target.K >= 2:
+        a = st.mode_mass_error(x0, target)
+        out.update(mode_mass=a["mode_mass"], mode_mass_se=a["mode_mass_se"])
+        out.update(_null_columns("mode_mass", null_draws(target, n, "mode_mass",
+                                                         lambda y: st.mode_mass_error(y, target)["mode_mass"])))
+    if "sinkhorn" in wanted and n <= 10_000:
+        reg = st.sinkhorn_reg(target)
+        out.update(sinkhorn=st.sinkhorn(x0, _target_sample(target, n, cfg.seed, stream=2), reg))
+        out.update(_null_columns("sinkhorn", null_draws(target, n, "sinkhorn", lambda y, r: st.sinkhorn(y, r, reg),
+                                                        paired=True)))
     return out
 
 
 def floor_flags(row: dict) -> dict:
-    """<metric>_at_floor = value below 3x its Monte Carlo null (sdebench.stats.at_floor)."""
+    """<metric>_at_floor: the value is not significantly above its null distribution (below the mean of the
+    null draws + 2 standard deviations; metrics whose null is a standard error: below 3 of them); see
+    sdebench.stats.at_floor."""
     from .stats import at_floor
 
-    return {f"{m}_at_floor": bool(at_floor(row[m], row[f"{m}_null"])) for m in METRICS
-            if m in row and f"{m}_null" in row}
+    return {f"{m}_at_floor": bool(at_floor(row[m], row[f"{m}_null"], null_sd=row.get(f"{m}_null_sd")))
+            for m in METRICS if m in row and f"{m}_null" in row}
 
 
 def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nfe) -> dict:

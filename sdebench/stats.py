@@ -2,10 +2,18 @@
 
 Conventions (docs/theory.md#statistics):
 
-- **at_floor**: a point whose metric is below ``FLOOR_FACTOR`` (3) times its Monte Carlo null (the
-  same statistic computed target-vs-target at the same n), or below ``ABS_FLOOR`` (1e-13, float64
-  rounding of the exact metrics, which have no null), is *at the floor*: it says "below what this n
-  can resolve", not "error = this value". Such points are never used in slope fits.
+- **at_floor** (a row): every sampled metric has a null distribution, the same statistic on
+  ``NULL_DRAWS`` (8) independent exact-target samples of the same n (``<metric>_null`` is their mean,
+  ``<metric>_null_sd`` their standard deviation). A row's ``<metric>_at_floor`` says the value is not
+  significantly above that distribution: below null + ``NULL_Z`` (2) null_sd. Metrics whose null is
+  their own standard error (the change-of-variables KL/TV, whose target-vs-target value is exactly 0)
+  are at the floor below ``FLOOR_FACTOR`` (3) standard errors. Exact metrics (no null) are at the floor
+  below ``ABS_FLOOR`` (1e-13, float64 rounding). "At the floor" says "below what this n can resolve",
+  not "error = this value".
+- **fit floor**: slope fits (and ``point_summary``) drop the points whose mean over seeds is below
+  ``FLOOR_FACTOR`` (3) times the mean null: a value that is significantly above the null but within 3x
+  of it is still inflated by the sampling noise (for W2-like metrics value^2 ~ error^2 + null^2), which
+  would bias a slope.
 - **order fit**: least squares of log(error) on log(x) (x = step size, NFE, EPS, ...), or of log(error) on
   x for semilog fits (error against horizon T). The fit uses the *asymptotic window*: among the points
   above the floor, ordered from coarse to fine, the longest run at the fine end whose local slopes
@@ -27,22 +35,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FLOOR_FACTOR", "ABS_FLOOR", "at_floor", "fit_slope", "asymptotic_window", "OrderFit",
+__all__ = ["FLOOR_FACTOR", "NULL_Z", "ABS_FLOOR", "at_floor", "fit_slope", "asymptotic_window", "OrderFit",
            "fit_order", "bootstrap_mean_ci", "local_slopes"]
 
 FLOOR_FACTOR = 3.0
+NULL_Z = 2.0
 ABS_FLOOR = 1e-13
 WINDOW_TOL = 0.3
 MIN_POINTS = 3
 
 
-def at_floor(value, null=None, factor: float = FLOOR_FACTOR, abs_floor: float = ABS_FLOOR):
-    """True where ``value`` is non-finite, below ``abs_floor`` or below ``factor`` x ``null``."""
+def at_floor(value, null=None, factor: float = FLOOR_FACTOR, abs_floor: float = ABS_FLOOR, null_sd=None,
+             z: float = NULL_Z):
+    """True where ``value`` is non-finite or below ``abs_floor``; with a null distribution (``null`` its mean
+    over independent target draws, ``null_sd`` their standard deviation), where ``value`` is not
+    significantly above it: below null + ``z`` null_sd; with a null but no (finite) ``null_sd`` (a
+    standard error, or a mean null in an order fit), below ``factor`` x ``null``."""
     v = np.asarray(value, dtype=float)
     out = ~np.isfinite(v) | (v < abs_floor)
     if null is not None:
         nl = np.asarray(null, dtype=float)
-        out = out | (np.isfinite(nl) & (v < factor * nl))
+        thr = factor * nl
+        if null_sd is not None:
+            sd = np.asarray(null_sd, dtype=float)
+            thr = np.where(np.isfinite(sd), nl + z * sd, thr)
+        out = out | (np.isfinite(nl) & (v < thr))
     return out
 
 

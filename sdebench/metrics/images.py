@@ -6,10 +6,10 @@ feature space, sliced W2 in pixel space, PNG sample grids.
   same t_end with the same network: the pure discretization error of a deterministic solver (Lu et al. 2022, Thm 3.2).
   ``path_ref_nfe`` is the reference's cost. Computed for deterministic (``ode``) solvers only.
 - ``fd``: Fréchet distance between Gaussians fitted to the classifier features of the samples and of
-  the held-out split; ``fd_null`` is the same statistic for n training images (the floor: no sampler
-  can beat real data at the same n).
+  the held-out split; ``fd_null`` / ``fd_null_sd`` are the mean and sd of the same statistic for 8
+  subsets of n training images (the floor: no sampler can beat real data at the same n).
 - ``sliced_w2``: sliced W2 in pixel space against the held-out split (64 fixed directions, exact 1-D
-  W2 between empirical laws); ``sliced_w2_null`` the same for n training images.
+  W2 between empirical laws); ``sliced_w2_null`` (``_sd``) the same for 8 subsets of n training images.
 - ``png``: a grid of the first 64 samples written to ``$SDEBENCH_GRID_DIR`` (default ``runs/grids/``);
   the row holds the path.
 
@@ -210,6 +210,20 @@ def _train_subset(problem, n: int, seed: int) -> torch.Tensor:
     return problem.data.train[idx].reshape(len(idx), -1).double()
 
 
+_NULL_CACHE: dict = {}
+
+
+def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
+    """``<name>_null`` / ``<name>_null_sd``: mean and sd of ``fn`` on ``NULL_DRAWS`` training subsets of size n
+    (subset j uses the generator of seed j), cached per (problem, n, statistic, extra) for the process."""
+    from sdebench.run import NULL_DRAWS, _null_columns
+
+    key = (problem.name, len(problem.data.train), n, name, extra)
+    if key not in _NULL_CACHE:
+        _NULL_CACHE[key] = [fn(_train_subset(problem, n, j)) for j in range(NULL_DRAWS)]
+    return _null_columns(name, _NULL_CACHE[key])
+
+
 def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: float, kind: str, cfg) -> dict:
     """The metrics of one image cell: those of IMAGE_METRICS named in cfg.metrics (all but png when the
     caller left the default list)."""
@@ -226,10 +240,11 @@ def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: floa
             raise ConfigError(f"problem {problem.name!r} has no classifier for the fd metric")
         f_test = _features(problem, test)
         row["fd"] = frechet_distance(_features(problem, x), f_test)
-        row["fd_null"] = frechet_distance(_features(problem, _train_subset(problem, n, cfg.seed)), f_test)
+        row.update(_image_null(problem, n, "fd", lambda y: frechet_distance(_features(problem, y), f_test)))
     if "sliced_w2" in wanted:
         row["sliced_w2"] = sliced_w2_samples(x, test, seed=cfg.seed)
-        row["sliced_w2_null"] = sliced_w2_samples(_train_subset(problem, n, cfg.seed), test, seed=cfg.seed)
+        row.update(_image_null(problem, n, "sliced_w2", lambda y: sliced_w2_samples(y, test, seed=cfg.seed),
+                               extra=cfg.seed))
     if "path_err" in wanted and kind == "ode":
         key = _key(x_T, repr(sde), float(t_end), REF_RTOL)
         if key not in problem._ref_cache:

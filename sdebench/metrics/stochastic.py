@@ -20,8 +20,8 @@ against the mixture is closed form:
 E_Y k(x, Y) = sum_k w_k det(I + S_k / l^2)^{-1/2} exp(-(x - mu_k)^T (l^2 I + S_k)^{-1} (x - mu_k) / 2) and
 E k(Y, Y') = sum_jk w_j w_k det(I + (S_j + S_k)/l^2)^{-1/2} exp(-dmu^T (l^2 I + S_j + S_k)^{-1} dmu / 2),
 so MMD^2 = mean_{i != j} k(x_i, x_j) - 2 mean_i E_Y k(x_i, Y) + E k(Y, Y') is unbiased with no target
-sample; standard error from the U-statistic's linear term, sqrt(4 Var(h_1) / n). ``mmd`` is
-sqrt(max(MMD^2, 0)).
+sample; standard error from the U-statistic's exact (Hoeffding) variance, both its first- and its
+second-order terms (the second dominates near MMD = 0; see ``mmd``). ``mmd`` is sqrt(max(MMD^2, 0)).
 
 **Sinkhorn: ``sinkhorn``.** Debiased entropic OT divergence S_eps(x, y) = OT_eps(x, y) - (OT_eps(x, x) +
 OT_eps(y, y)) / 2 with squared-Euclidean cost (POT ``empirical_sinkhorn_divergence``) against an
@@ -32,8 +32,9 @@ blur). Nonnegative, O(n^-1/2) floor in any dimension, W2^2 units.
 
 **Per-mode mass: ``mode_mass``.** Soft assignment by the target's responsibilities r_k(x) (exactly
 unbiased for the weights under the target: E_p[r_k(X)] = w_k), err = max_k |mean_i r_k(x_i) - w_k| with
-its standard error; ``mode_masses`` gives the per-mode table with hard (argmax) counts and their
-Wilson 95% binomial intervals, meaningful for well-separated modes.
+a standard error from a simultaneous interval over the modes (``mode_mass_error``); ``mode_masses``
+gives the per-mode table with hard (argmax) counts and their Wilson 95% binomial intervals, meaningful
+for well-separated modes.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ import torch
 
 from sdebench.errors import ConfigError
 
-__all__ = ["component_scale", "scott_bandwidth", "kde_tv_kl", "mmd", "kernel_mean", "sinkhorn",
+__all__ = ["component_scale", "scott_bandwidth", "kde_tv_kl", "mmd", "mmd2_exact", "kernel_mean", "kernel_cross",
+           "sinkhorn",
            "responsibilities", "mode_mass_error", "mode_masses", "wilson"]
 
 
@@ -150,39 +152,67 @@ def kernel_mean(x: torch.Tensor, mix, l: float) -> torch.Tensor:
     return out
 
 
-def _kernel_self(mix, l: float) -> float:
-    d = mix.d
+def kernel_cross(a, b, l: float) -> float:
+    """E k(X, Y) for independent X ~ mixture ``a``, Y ~ mixture ``b`` (closed form)."""
+    d = a.d
     eye = torch.eye(d, dtype=torch.float64)
     tot = 0.0
-    for j in range(mix.K):
-        for k in range(mix.K):
-            A = l * l * eye + mix.covs[j] + mix.covs[k]
-            dm = mix.means[j] - mix.means[k]
+    for j in range(a.K):
+        for k in range(b.K):
+            A = l * l * eye + a.covs[j] + b.covs[k]
+            dm = a.means[j] - b.means[k]
             quad = float(dm @ torch.linalg.solve(A, dm))
             logdet = float(torch.linalg.slogdet(A)[1]) - d * math.log(l * l)
-            tot += float(mix.weights[j] * mix.weights[k]) * math.exp(-0.5 * quad - 0.5 * logdet)
+            tot += float(a.weights[j] * b.weights[k]) * math.exp(-0.5 * quad - 0.5 * logdet)
     return tot
 
 
+def _kernel_self(mix, l: float) -> float:
+    return kernel_cross(mix, mix, l)
+
+
+def mmd2_exact(a, b, l: float) -> float:
+    """Closed-form MMD^2 between two Gaussian mixtures with the Gaussian kernel of lengthscale l."""
+    return kernel_cross(a, a, l) - 2 * kernel_cross(a, b, l) + kernel_cross(b, b, l)
+
+
 def mmd(x: torch.Tensor, mix, l: float | None = None, chunk: int = 2048) -> dict:
-    """Unbiased MMD^2 against the mixture with its standard error; ``mmd`` = sqrt(max(MMD^2, 0))."""
+    """Unbiased MMD^2 against the mixture with its standard error; ``mmd`` = sqrt(max(MMD^2, 0)).
+
+    MMD^2 = U = mean_{i != j} h(x_i, x_j), h(x, y) = k(x, y) - m(x) - m(y) + E k(Y, Y'), m = kernel mean
+    of the mixture. Its exact variance is (4 (n - 2) z1 + 2 z2) / (n (n - 1)) with z1 = Var h_1(X),
+    h_1(x) = E h(x, X'), and z2 = Var h(X, X') (Hoeffding). Both are estimated without bias from the rows
+    of the kernel matrix: z1 by the variance of the row means minus their own within-row noise, z2 by the
+    mean of h^2 over pairs minus U^2. The second-order term matters near MMD = 0, where z1 -> 0 (the
+    U-statistic is degenerate). ``mmd_se``: the interval U +- 1.96 se(U) mapped through sqrt(max(., 0)) is
+    [lo, hi]; mmd_se = max(hi - mmd, mmd - lo) / 1.96, so mmd +- 1.96 mmd_se contains it (conservative
+    near 0, where the square root makes it lopsided)."""
     x = x.to(torch.float64).cpu()
     n = x.shape[0]
     l = component_scale(mix) if l is None else float(l)
-    rowsum = torch.zeros(n, dtype=torch.float64)
+    km = kernel_mean(x, mix, l)
+    kk = _kernel_self(mix, l)
+    s1 = torch.zeros(n, dtype=torch.float64)  # sum_{j != i} (k_ij - m_j)
+    s2 = torch.zeros(n, dtype=torch.float64)  # sum_{j != i} (k_ij - m_j)^2
     sq = (x * x).sum(1)
     for s in range(0, n, chunk):
         xb = x[s : s + chunk]
         D = sq[s : s + chunk, None] + sq[None, :] - 2 * xb @ x.T
-        rowsum[s : s + chunk] = torch.exp(-0.5 * torch.clamp(D, min=0) / (l * l)).sum(1)
-    rowsum = rowsum - 1.0  # drop k(x_i, x_i) = 1
-    km = kernel_mean(x, mix, l)
-    kk = _kernel_self(mix, l)
-    mmd2 = float(rowsum.sum()) / (n * (n - 1)) - 2 * float(km.mean()) + kk
-    h1 = rowsum / (n - 1) - km
-    se2 = 2 * float(h1.std()) / math.sqrt(n)
+        g = torch.exp(-0.5 * torch.clamp(D, min=0) / (l * l)) - km[None, :]
+        idx = torch.arange(s, s + xb.shape[0])
+        g[idx - s, idx] = 0.0  # drop j = i
+        s1[s : s + chunk] = g.sum(1)
+        s2[s : s + chunk] = (g * g).sum(1)
+    row_mean = s1 / (n - 1) - km + kk  # mean_j h(x_i, x_j), j != i
+    mmd2 = float(row_mean.mean())
+    within = (s2 - s1 * s1 / (n - 1)) / (n - 2)  # within-row variance of h(x_i, .)
+    z1 = max(float(row_mean.var()) - float(within.mean()) / (n - 1), 0.0)
+    z2 = max(float((within * (n - 2) / (n - 1) + row_mean * row_mean).mean()) - mmd2 * mmd2, 0.0)
+    se2 = math.sqrt(max((4 * (n - 2) * z1 + 2 * z2) / (n * (n - 1)), 0.0))
     val = math.sqrt(max(mmd2, 0.0))
-    se = se2 / (2 * val) if val > 0 and se2 / (2 * val) < math.sqrt(se2) else math.sqrt(se2)
+    z = 1.959964
+    up, down = math.sqrt(max(mmd2 + z * se2, 0.0)) - val, val - math.sqrt(max(mmd2 - z * se2, 0.0))
+    se = max(up, down) / z
     return {"mmd": val, "mmd_se": se, "mmd2": mmd2, "mmd2_se": se2, "lengthscale": l}
 
 
@@ -217,12 +247,29 @@ def responsibilities(x: torch.Tensor, mix) -> torch.Tensor:
 
 
 def mode_mass_error(x: torch.Tensor, mix) -> dict:
-    """max_k |mean r_k(x) - w_k| and its standard error (K >= 2)."""
+    """max_k |mean r_k(x) - w_k| and its standard error (K >= 2).
+
+    The value is a maximum of folded errors, biased upward near 0 (with 8 modes and no error at all it
+    sits about 1.7 of its per-mode standard errors above 0), so ``mode_mass_se`` is built from a
+    simultaneous interval: with e_k the per-mode errors and s_k their standard errors, every |E e_k| lies
+    in |e_k| +- c s_k with probability >= 95% (c = Sidak's 1 - 0.025/K normal quantile; K = 1 for two
+    modes, whose errors are equal and opposite), hence the true max in [max_k (|e_k| - c s_k)_+,
+    max_k (|e_k| + c s_k)]; ``mode_mass_se`` is the smallest s for which mode_mass +- 1.96 s contains
+    that interval (conservative)."""
     r = responsibilities(x, mix)
     n = r.shape[0]
-    err = r.mean(0) - mix.weights
-    k = int(err.abs().argmax())
-    return {"mode_mass": float(err.abs()[k]), "mode_mass_se": float(r[:, k].std() / math.sqrt(n))}
+    err = (r.mean(0) - mix.weights).abs()
+    se_k = r.std(0) / math.sqrt(n)
+    k = int(err.argmax())
+    val = float(err[k])
+    kk = 1 if mix.K == 2 else mix.K
+    from scipy.stats import norm
+
+    c = float(norm.ppf(1 - 0.025 / kk))
+    hi = float((err + c * se_k).max())
+    lo = float(torch.clamp(err - c * se_k, min=0).max())
+    z = 1.959964
+    return {"mode_mass": val, "mode_mass_se": max(hi - val, val - lo) / z, "mode_mass_se_k": float(se_k[k])}
 
 
 def wilson(count: int, n: int, z: float = 1.959964) -> tuple[float, float]:
