@@ -5,7 +5,8 @@ mean over seeds; where the metric varies across seeds (sample-based metrics) it 
 95% CI band over seeds (seaborn's ``errorbar=("ci", 95)``), and the title says so; where it does not
 (exact metrics of a deterministic output law, or one seed) no band is drawn and the title says why.
 The Monte Carlo floor (the ``<metric>_null`` column: the same statistic between two target samples) is
-drawn as a grey band (min..max of the null over seeds and NFE); exact metrics have no floor. Dashed
+drawn as a grey band (mean -/+ 2 sd over its independent target draws, the ``<metric>_at_floor`` rule;
+min..max of the null for older rows without ``<metric>_null_sd``); exact metrics have no floor. Dashed
 grey lines show the reference slopes NFE^-p for the verified orders p of the solvers in the panel
 (``solver_orders``; 2p for KL, which scales like the square of W2), kept inside the data's y-range so that they never
 stretch the axis. For ``path_err`` (error against a reference ODE solve) the reference's own accuracy
@@ -96,6 +97,8 @@ def with_primary(df: pd.DataFrame, metric: str = "auto") -> pd.DataFrame:
         g["error"] = pd.to_numeric(g[m], errors="coerce")
         null = f"{m}_null"
         g["floor"] = pd.to_numeric(g[null], errors="coerce") if null in g.columns else np.nan
+        sd = f"{m}_null_sd"  # spread of the null over independent target draws (absent in older rows)
+        g["floor_sd"] = pd.to_numeric(g[sd], errors="coerce") if sd in g.columns else np.nan
         parts.append(g)
     if not parts:
         raise ConfigError("no metric with finite values in the results")
@@ -114,12 +117,24 @@ def solver_orders(names) -> dict:
             if n in SOLVERS and SOLVERS[n].verified_order is not None}
 
 
+def floor_band(sub: pd.DataFrame) -> tuple[float, float]:
+    """The grey floor band of a panel: null mean -/+ 2 sd over the independent target draws where the rows
+    carry ``<metric>_null_sd`` (the rule of ``<metric>_at_floor``), else min..max of the null column."""
+    fl = sub["floor"].to_numpy(dtype=float)
+    sd = sub["floor_sd"].to_numpy(dtype=float) if "floor_sd" in sub.columns else np.full_like(fl, np.nan)
+    ok = np.isfinite(fl)
+    if ok.any() and np.isfinite(sd[ok]).all():
+        lo, hi = fl[ok] - 2 * sd[ok], fl[ok] + 2 * sd[ok]
+        return float(max(lo.min(), 0.25 * fl[ok].min())), float(hi.max())
+    return float(np.nanmin(fl)), float(np.nanmax(fl))
+
+
 def _data_range(sub: pd.DataFrame) -> tuple[float, float]:
     """(lowest, highest) of what a panel draws: the seed-mean curves and the floor band."""
     means = sub.groupby(["label", "nfe"])["error"].mean()
     vals = [means.to_numpy(dtype=float)]
-    if "floor" in sub.columns:
-        vals.append(sub["floor"].to_numpy(dtype=float))
+    if "floor" in sub.columns and sub["floor"].notna().any():
+        vals.append(np.array(floor_band(sub)))
     v = np.concatenate(vals)
     v = v[np.isfinite(v) & (v > 0)]
     return (float(v.min()), float(v.max())) if len(v) else (np.nan, np.nan)
@@ -199,7 +214,8 @@ def _title(m: str, dm: pd.DataFrame, spread: str) -> str:
         body = "1 seed: no CI"
     extra = []
     if dm["floor"].notna().any():
-        extra.append("grey band: Monte Carlo floor")
+        spread = "floor_sd" in dm.columns and dm["floor_sd"].notna().any()
+        extra.append("grey band: Monte Carlo floor" + (", mean -/+ 2 sd of independent target draws" if spread else ""))
     if m == "path_err":
         recorded = "path_ref_err" in dm.columns and pd.to_numeric(dm["path_ref_err"], errors="coerce").gt(0).any()
         extra.append("dotted/dark band: reference solve's own error" if recorded
@@ -276,8 +292,8 @@ def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str 
             sub = dm[(dm["problem"] == problem) & (dm["sde"] == sde)]
             fl = sub["floor"].dropna()
             if len(fl):
-                ax.axhspan(float(fl.min()), float(fl.max()), color="0.6", alpha=0.35, lw=0, zorder=0,
-                           label="_floor")
+                lo, hi = floor_band(sub)
+                ax.axhspan(lo, hi, color="0.6", alpha=0.35, lw=0, zorder=0, label="_floor")
                 ax.axhline(float(fl.mean()), color="0.4", lw=0.8, zorder=0)
             ref = reference_accuracy(sub, m)
             if ref is not None:

@@ -204,3 +204,13 @@ def test_run_table_ends_with_a_legend_for_the_null_columns():
 
     last = summary_table(_rows("gmm1d", "w2", _at_floor, _floor)).splitlines()[-1]
     assert last.startswith("metric columns: mean over seeds") and "_null" in last
+
+
+def test_floor_band_is_the_at_floor_rule_when_the_null_has_a_spread():
+    from sdebench.plot import floor_band
+
+    sub = pd.DataFrame({"floor": [0.16, 0.16], "floor_sd": [0.03, 0.03]})
+    lo, hi = floor_band(sub)
+    assert np.isclose(lo, 0.10) and np.isclose(hi, 0.22)  # mean -/+ 2 sd of the independent target draws
+    old = pd.DataFrame({"floor": [0.12, 0.21], "floor_sd": [np.nan, np.nan]})  # rows before <metric>_null_sd
+    assert floor_band(old) == (0.12, 0.21)
