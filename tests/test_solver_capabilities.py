@@ -139,6 +139,14 @@ def test_declared_capabilities(name, options):
         assert torch.allclose(cov, A @ P_T @ A.T + G @ G.T, rtol=1e-9, atol=1e-12)
 
 
+def test_exact_law_refuses_a_solver_that_is_not_affine():
+    """output_gaussian of pc ran its probes (zero noise, so no corrector step) and returned a wrong law."""
+    case = _Case("pc", {})
+    with pytest.raises(ConfigError, match="'pc' .* is not affine"):
+        output_gaussian(case.spec, lambda: _model(case.problem, case.sde, case.cfg), case.sde, case.grid,
+                        torch.zeros(1, dtype=torch.float64), torch.eye(1, dtype=torch.float64), nfe=case.cfg.nfe)
+
+
 def test_kind_is_the_default_options_kind_and_rules_are_shown():
     for name, spec in SOLVERS.items():
         assert spec.kind == spec.kind_for(), name
