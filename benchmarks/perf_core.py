@@ -203,7 +203,7 @@ def sample_call(spec, model, x, grid, sde, seed, nfe):
     """One full sample call as the harness makes it: a fresh NoiseSource (SDE solvers), then spec.sample."""
     noise = NoiseSource(seed, x.shape[0], tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        return spec.sample(model, x, grid, sde, noise if spec.kind == "sde" else None, nfe=nfe)
+        return spec.sample(model, x, grid, sde, None if spec.deterministic() else noise, nfe=nfe)
 
 
 def timed_sample(spec, model, x, grid, sde, seed, nfe, rep, device="cpu"):

@@ -118,8 +118,8 @@ def distill(problem, sde, teacher: str = "heun", N: int = 18, iters: int = 2000,
     from sdebench.solvers import get_solver
 
     spec = get_solver(teacher)
-    if spec.kind != "ode":
-        raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is {spec.kind}")
+    if not spec.deterministic():
+        raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is {spec.kind_for()}")
     if N < 1 or iters < 1:
         raise ConfigError(f"need N >= 1 and iters >= 1, got N={N}, iters={iters}")
     t_end = sde.t_end_default if t_end is None else float(t_end)
@@ -177,9 +177,9 @@ def distillation_table(problem, sde, teachers, Ns, iters: int = 2000, n: int = 2
     from sdebench.solvers import get_solver
 
     for teacher in teachers:
-        if get_solver(teacher).kind != "ode":
+        if not get_solver(teacher).deterministic():
             raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is "
-                              f"{get_solver(teacher).kind}")
+                              f"{get_solver(teacher).kind_for()}")
     if not Ns or min(Ns) < 1:
         raise ConfigError(f"teacher grid sizes N must be >= 1, got {Ns}")
     t_end = sde.t_end_default
@@ -254,8 +254,8 @@ def distill_unet(problem, teacher: str = "heun", N: int = 18, steps: int = 600, 
     from .train import FORMAT, save_checkpoint
 
     spec = get_solver(teacher)
-    if spec.kind != "ode":
-        raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is {spec.kind}")
+    if not spec.deterministic():
+        raise ConfigError(f"the distillation teacher must be an ODE solver, {teacher!r} is {spec.kind_for()}")
     if N < 1 or steps < 1 or batch < 1:
         raise ConfigError(f"need N, steps, batch >= 1, got {N}, {steps}, {batch}")
     sde = get_sde(problem.config["sde"])

@@ -9,13 +9,16 @@ runs recover A, b and G without re-deriving any solver:
 2. rows x_T = m_T with one-hot noise (one row per scalar draw): each row minus b' is a column of G.
 
 Output law: N(A m_T + b, A P_T A^T + G G^T) for x_T ~ N(m_T, P_T). Exact up to rounding, in any
-dimension; the rows never interact because every solver is row-wise.
+dimension, for every solver that declares itself affine (``SolverSpec.affine(options)``: rows independent,
+output affine in (x_T, noise)); a solver that is not (``pc``, ``dopri5``: batch-coupled) is refused, since
+the probe batches would not reproduce what it does on a real batch.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .errors import ConfigError
 from .model import Model
 from .noise import CountingNoise, ProbeNoise
 
@@ -29,6 +32,9 @@ def output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=None, options=Non
     (common random numbers); it does not change the law, only which draws are summed.
     """
     options = options or {}
+    if not spec.affine(options):
+        raise ConfigError(f"solver {spec.name!r} with options {options} is not affine (batch-coupled or "
+                          "adaptive): it has no exact output law")
     m_T = torch.as_tensor(m_T, dtype=torch.float64).reshape(-1)
     P_T = torch.as_tensor(P_T, dtype=torch.float64)
     d = m_T.numel()

@@ -209,12 +209,6 @@ def _cached_reference(key, score_fn, sde, x_T, T, t_end):
     return _REF_CACHE[key]
 
 
-def _is_deterministic(spec, options: dict) -> bool:
-    if spec.kind != "ode":
-        return False
-    return not any(float(options.get(k, 0) or 0) > 0 for k in ("eta", "s_churn"))
-
-
 def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_out: torch.Tensor,
                    t_end: float, nfe: int) -> dict:
     """Guidance columns of a row: cost bookkeeping, per-class mass (d) and pathwise error (b)."""
@@ -239,7 +233,7 @@ def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_
         g = torch.Generator().manual_seed((1_000_003 * (cfg.seed + 1) + 7919 * 3) % 2**64)
         null = lab.class_mixture(c).sample_t(x_out.shape[0], t_end, sde, generator=g)
         row["class_mass_null"] = float((lab.predict_class(null, t_end, sde) == c).double().mean())
-    if "path_err" in wanted and _is_deterministic(spec, options):
+    if "path_err" in wanted and spec.deterministic(options):
         key = (cfg.problem, repr(sde), guidance, float(cfg.scale), c, cfg.seed, cfg.n_samples, cfg.init,
                float(t_end), cfg.dtype)
         score_fn = guided_score_fn(problem, sde, guidance, cfg.scale, c, "x0")

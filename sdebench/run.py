@@ -289,8 +289,7 @@ def honest_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, x
     wanted = set(cfg.metrics)
     n = x0.shape[0]
     if wanted & {"kl", "tv"}:
-        deterministic = spec.kind == "ode" and not float(options.get("eta", 0.0) or 0.0) > 0
-        if deterministic and problem.d <= dn.MAX_DIM:
+        if spec.deterministic(options) and problem.d <= dn.MAX_DIM:
             model = _model(problem, sde, cfg)
             logp0 = dn.init_log_prob(_cond(problem, cfg), sde, cfg.init, x_T)
             run = FinalDenoise(spec) if cfg.final_denoise else spec
@@ -334,7 +333,7 @@ def floor_flags(row: dict) -> dict:
 
 def exact_metrics(problem, target, sde, spec, grid, cfg: CellConfig, options, nfe) -> dict:
     """w2/kl/tv of the solver's exact output law against ``target`` (Gaussian targets, fixed-grid solvers)."""
-    if not problem.is_gaussian or spec.adaptive or cfg.guidance != "none" or getattr(spec.fn, "nonaffine", False):
+    if not problem.is_gaussian or not spec.affine(options) or cfg.guidance != "none":
         return {}
     wanted = [m for m in ("w2_exact", "kl_exact", "tv_exact") if m in cfg.metrics]
     if not wanted:
@@ -409,7 +408,7 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
             raise
         row.update(status="error", error=str(exc))
         return row
-    row.update(T=sde.T, t_end=t_end, steps=steps, kind=spec.kind)
+    row.update(T=sde.T, t_end=t_end, steps=steps, kind=spec.kind_for(options))
     dtype, device = _dtype(cfg.dtype), torch.device(cfg.device)
     try:
         model = _model(problem, sde, cfg)
@@ -432,7 +431,7 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
         x0 = x0.to(torch.float64).cpu()
         if getattr(problem, "is_image", False):  # image problems judge themselves (metrics/images.py)
             with torch.no_grad():
-                row.update(problem.metrics(x0, x_T, sde, t_end, spec.kind, _image_cfg(cfg)))
+                row.update(problem.metrics(x0, x_T, sde, t_end, spec.kind_for(options), _image_cfg(cfg)))
             row.update(status="ok", error="")
             return row
         cond = _cond(problem, cfg)

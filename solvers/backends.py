@@ -278,6 +278,7 @@ def rk4(model, x, grid, sde, noise):
 @register("dopri5", kind="ode", order=5, nfe_per_step=1, adaptive=True, family="back-end (torchdiffeq)",
           paper=_TORCHDIFFEQ + "; Dormand & Prince 1980",
           budget_text="adaptive: NFE is set by rtol/atol and counted", order_check="adaptive",
+          batch_coupled=True,  # one step size for the whole batch, from the error norm over every row
           order_note="torchdiffeq's Dormand-Prince 5(4) tableau; NFE follows rtol/atol, so there is no NFE slope "
                      "(its accuracy is checked against rk4 in tests/test_crossval.py)")
 def dopri5(model, x, grid, sde, noise, rtol: float = 1e-5, atol: float = 1e-5):

@@ -11,6 +11,15 @@ at ``grid[0] = T``, ``grid`` the explicit float64 time tensor T -> t_end, ``sde`
 (ODE or SDE), order(s) and NFE per step; :meth:`SolverSpec.sample` wraps every call, compares the
 evaluations the model counted with the declared cost and raises if they differ.
 
+Capabilities (declared in ``register`` where they differ from the default, read everywhere through the
+spec, never re-derived from option names): :meth:`SolverSpec.deterministic` (no noise is drawn: the
+output is a function of x_T alone; ``ddim`` with ``eta > 0`` is not), :meth:`SolverSpec.affine` (for an
+affine score the output is an affine map of (x_T, noise) with independent rows, so
+:mod:`sdebench.exact` gives its output law), :attr:`SolverSpec.batch_coupled` (a row's output depends on
+the other rows: batch-averaged step sizes, a shared adaptive step) and :meth:`SolverSpec.kind_for` ("ode"
+iff deterministic). tests/test_solver_capabilities.py checks every registered solver's declarations
+against its behaviour.
+
 Solvers whose grid is not simply ``nfe / nfe_per_step`` steps (DPM-Solver's singlestep budget split,
 Heun's Euler last step to t = 0, ...) pass ``steps_for_nfe`` and ``nfe_for_steps``; a solver that
 needs the budget itself declares an ``nfe`` keyword argument and receives it.
@@ -27,7 +36,7 @@ import torch
 
 from sdebench.errors import ConfigError, NFEBudgetError
 
-__all__ = ["SolverSpec", "register", "SOLVERS", "get_solver", "check_grid", "ORDER_CHECKS"]
+__all__ = ["SolverSpec", "Rule", "register", "SOLVERS", "get_solver", "check_grid", "ORDER_CHECKS"]
 
 SOLVERS: dict[str, SolverSpec] = {}
 
@@ -37,8 +46,23 @@ ORDER_CHECKS = {
              "over the NFE budgets order_nfe on the schedule order_grid",
     "none": "no convergence order in NFE (order 0: consistency samplers, error set by the consistency function)",
     "adaptive": "the method chooses its own steps (NFE counted, not requested): no NFE slope",
-    "nonaffine": "output is not an affine map of (x_T, noise) (batch-coupled), so no exact Gaussian law",
+    "nonaffine": "not affine under its default options (SolverSpec.affine: e.g. batch-coupled), so no exact "
+                 "Gaussian law; set by register from affine / batch_coupled, never declared",
 }
+
+
+class Rule:
+    """A capability that depends on the options: ``Rule("iff eta = 0", lambda o: o["eta"] == 0)``.
+    ``fn`` receives the merged (checked) options; ``text`` is shown by ``sdebench list solvers``."""
+
+    def __init__(self, text: str, fn: Callable[[dict], bool]):
+        self.text, self.fn = text, fn
+
+    def __call__(self, options: dict) -> bool:
+        return bool(self.fn(options))
+
+    def __repr__(self) -> str:
+        return f"Rule({self.text!r})"
 DEFAULT_ORDER_STEPS = (20, 40, 80)
 
 
@@ -64,6 +88,45 @@ class SolverSpec:
     order_nfe: tuple[int, ...] | None = None  # NFE budgets of the asymptotic window; None: 20, 40, 80 steps
     order_gaussian: float | None = None  # order on the Gaussian check where above ``order`` (linear drift)
     order_note: str = ""  # why order_check is not "exact", and where the order is checked instead
+    # capabilities (see the module docstring); None = the default rule
+    deterministic_rule: bool | Rule | None = None  # default: kind == "ode"
+    affine_rule: bool | Rule | None = None  # default: not (adaptive or batch_coupled)
+    batch_coupled: bool = False  # a row's output depends on the other rows of the batch
+
+    # ---- capabilities -------------------------------------------------------------------------
+    def _capability(self, rule, options: dict | None, default: bool) -> bool:
+        if rule is None:
+            return default
+        if callable(rule):
+            return bool(rule(self.check_options(dict(options or {}))))
+        return bool(rule)
+
+    def deterministic(self, options: dict | None = None) -> bool:
+        """True iff with these options the solver draws no noise: the output is a function of x_T alone
+        (two noise seeds give bit-identical output; it runs without a NoiseSource)."""
+        return self._capability(self.deterministic_rule, options, self.kind == "ode")
+
+    def affine(self, options: dict | None = None) -> bool:
+        """True iff, for an affine score, the output is an affine map of (x_T, noise) with independent
+        rows: its output law is computable exactly (:func:`sdebench.exact.output_gaussian`)."""
+        return self._capability(self.affine_rule, options, not (self.adaptive or self.batch_coupled))
+
+    def kind_for(self, options: dict | None = None) -> str:
+        """'ode' for a deterministic map x_T -> x_out under these options, else 'sde' (``kind`` is the
+        kind under the default options, shown in listings)."""
+        return "ode" if self.deterministic(options) else "sde"
+
+    def capabilities(self, options: dict | None = None) -> str:
+        """Short text for listings: deterministic or stochastic, affine or not, batch-coupled; without
+        ``options``, a capability that depends on them is shown with its rule."""
+        det, aff = self.deterministic_rule, self.affine_rule
+        parts = [f"deterministic {det.text}" if isinstance(det, Rule) and options is None
+                 else "deterministic" if self.deterministic(options) else "stochastic",
+                 f"affine {aff.text}" if isinstance(aff, Rule) and options is None
+                 else "affine" if self.affine(options) else "non-affine"]
+        if self.batch_coupled:
+            parts.append("batch-coupled")
+        return ", ".join(parts)
 
     def verification_nfes(self) -> tuple[int, ...]:
         """NFE budgets on which the declared order is verified (order_check == "exact")."""
@@ -143,7 +206,7 @@ class SolverSpec:
         steps = len(grid) - 1
         if noise is not None:
             noise.for_grid(grid)
-        elif self.kind == "sde":
+        elif not self.deterministic(opts):
             raise ValueError(f"solver {self.name!r} needs a NoiseSource")
         if "nfe" in self._fn_params:
             opts["nfe"] = nfe if nfe is not None else self.nfe_for_steps(steps, grid)
@@ -199,6 +262,9 @@ def register(
     order_nfe: tuple[int, ...] | None = None,
     order_gaussian: float | None = None,
     order_note: str = "",
+    deterministic: bool | Rule | None = None,
+    affine: bool | Rule | None = None,
+    batch_coupled: bool = False,
 ):
     """Decorator: register ``fn`` as solver ``name``. Keyword arguments of ``fn`` after ``noise``
     (other than ``nfe``) become its options, with their defaults.
@@ -206,7 +272,19 @@ def register(
     ``order`` is verified by tests/test_registry_orders.py as declared by ``order_check`` (one of
     :data:`ORDER_CHECKS`; default "exact": exact-W2 slope on gauss1d over the budgets ``order_nfe`` on the
     schedule ``order_grid``, expected ``order_gaussian`` if given, else ``order``). Any other check
-    needs ``order_note`` saying why and where the order is checked instead."""
+    needs ``order_note`` saying why and where the order is checked instead. A solver that is not affine
+    under its default options gets order_check "nonaffine" from that declaration (never declared directly).
+
+    Capabilities (tests/test_solver_capabilities.py checks them against the solver's behaviour):
+    ``deterministic`` (default: ``kind == "ode"``), ``affine`` (default: neither adaptive nor
+    batch-coupled), each a bool or a :class:`Rule` on the options; ``batch_coupled`` (default False).
+    ``kind`` must be the kind under the default options (``SolverSpec.kind_for``)."""
+    if order_check == "nonaffine":
+        raise ValueError(f"solver {name!r}: order_check='nonaffine' follows from affine=False or "
+                         "batch_coupled=True; declare those instead")
+    for cap, value in (("deterministic", deterministic), ("affine", affine)):
+        if not (value is None or isinstance(value, (bool, Rule))):
+            raise ValueError(f"solver {name!r}: {cap} must be a bool or a Rule, got {value!r}")
     if kind not in ("ode", "sde"):
         raise ValueError(f"kind must be 'ode' or 'sde', got {kind!r}")
     if order_check not in ORDER_CHECKS:
@@ -224,7 +302,7 @@ def register(
         opts = {p.name: p.default for p in params[5:] if p.name != "nfe"}
         if name in SOLVERS:
             raise ValueError(f"solver {name!r} registered twice")
-        SOLVERS[name] = SolverSpec(
+        spec = SolverSpec(
             name=name,
             fn=fn,
             kind=kind,
@@ -244,7 +322,21 @@ def register(
             order_nfe=None if order_nfe is None else tuple(order_nfe),
             order_gaussian=order_gaussian,
             order_note=order_note,
+            deterministic_rule=deterministic,
+            affine_rule=affine,
+            batch_coupled=bool(batch_coupled),
         )
+        if spec.kind_for(opts) != kind:
+            raise ValueError(f"solver {name!r}: kind={kind!r} but with its default options it is "
+                             f"{spec.kind_for(opts)!r} (deterministic={spec.deterministic(opts)})")
+        if spec.affine(opts) and batch_coupled:
+            raise ValueError(f"solver {name!r}: a batch-coupled solver cannot be affine (its rows interact)")
+        if not spec.affine(opts) and order_check == "exact":
+            if not order_note:
+                raise ValueError(f"solver {name!r}: not affine, so no exact-W2 order check; it needs an "
+                                 "order_note (why, and where the order is checked instead)")
+            spec.order_check = "nonaffine"
+        SOLVERS[name] = spec
         return fn
 
     return wrap

@@ -13,7 +13,7 @@ import torch
 from sdebench.errors import ConfigError
 
 from ._common import at, ends_at_zero, reverse_sde_drift
-from .base import register
+from .base import Rule, register
 
 
 def _heun_sde_nfe(steps, grid):
@@ -53,7 +53,9 @@ def _edm_nfe(steps, grid):
 
 
 @register("edm-sde", kind="sde", order=1, nfe_per_step=2, family="EDM", paper="Karras et al. 2022 (EDM, Alg. 2)",
-          nfe_for_steps=_edm_nfe, order_nfe=(80, 160, 320))
+          nfe_for_steps=_edm_nfe, order_nfe=(80, 160, 320),
+          deterministic=Rule("iff S_churn = 0, S_noise = 0 or S_tmin > S_tmax",
+                             lambda o: o["S_churn"] == 0 or o["S_noise"] == 0 or o["S_tmin"] > o["S_tmax"]))
 def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0,
             S_noise: float = 1.003):
     """EDM stochastic sampler (Karras et al. Alg. 2): churn, then a Heun step. 2 NFE per step.
@@ -78,7 +80,7 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
         sb_i, sb_n = s["sigma"] / s["alpha"], t["sigma"] / t["alpha"]
         y = x / s["alpha"]
         gamma = gamma0 if S_tmin <= sb_i <= S_tmax else 0.0
-        if gamma > 0:
+        if gamma > 0:  # churn (a deterministic move to sb_hat where S_noise = 0: no noise drawn)
             sb_hat = sb_i * (1.0 + gamma)
             try:
                 t_hat = sde.t_of_lambda(torch.tensor(-math.log(sb_hat), dtype=torch.float64))
@@ -86,7 +88,8 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
                 t_hat = torch.tensor(sde.T, dtype=torch.float64)
                 sb_hat = float(sde.sigma(t_hat) / sde.alpha(t_hat))
             a_hat = float(sde.alpha(t_hat))
-            y = y + math.sqrt(sb_hat**2 - sb_i**2) * S_noise * noise.normal("churn", i)
+            if S_noise > 0:
+                y = y + math.sqrt(sb_hat**2 - sb_i**2) * S_noise * noise.normal("churn", i)
         else:
             sb_hat, t_hat, a_hat = sb_i, grid[i], s["alpha"]
         d = (y - model.x0(a_hat * y, t_hat)) / sb_hat

@@ -34,7 +34,7 @@ def _pc_nfe(steps, grid):
 
 @register("pc", kind="sde", order=1, nfe_per_step=2, family="predictor-corrector",
           paper="Song et al. 2021 (score SDE, Alg. PC sampling)", nfe_for_steps=_pc_nfe,
-          order_check="nonaffine",
+          batch_coupled=True,
           order_note="the corrector's step uses batch-averaged norms (score_sde), coupling the rows: no exact "
                      "Gaussian output law; weak order 1 is its reverse-diffusion predictor's (judged by sample "
                      "metrics)")
@@ -69,8 +69,6 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
         x = x + eps * grad + torch.sqrt(2.0 * eps) * zc
     return x
 
-
-pc.nonaffine = True  # batch-averaged snr step size: the exact-Gaussian metrics (sdebench.exact) skip it
 
 
 @register("ald", kind="sde", order=1, nfe_per_step=ALD_STEPS_PER_LEVEL, family="Langevin",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ._common import at, pf_drift
-from .base import register
+from .base import Rule, register
 
 
 @register("euler", kind="ode", order=1, nfe_per_step=1, family="ODE", paper="Song et al. 2021 (probability flow)")
@@ -57,7 +57,8 @@ def heun(model, x, grid, sde, noise):
     return x
 
 
-@register("ddim", kind="ode", order=1, nfe_per_step=1, family="DDIM", paper="Song, Meng & Ermon 2021 (DDIM)")
+@register("ddim", kind="ode", order=1, nfe_per_step=1, family="DDIM", paper="Song, Meng & Ermon 2021 (DDIM)",
+          deterministic=Rule("iff eta = 0", lambda o: o["eta"] == 0))
 def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     """DDIM: x_t = alpha_t x0 + sqrt(sigma_t^2 - s^2) eps + s z, s = eta sigma_t sqrt(1 - e^{-2h}).
 

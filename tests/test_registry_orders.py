@@ -63,7 +63,7 @@ def test_declared_order(name):
             assert spec.adaptive
         elif spec.order_check == "nonaffine":
             # the exact-Gaussian metrics are skipped for it, so there is no exact law to fit
-            assert getattr(spec.fn, "nonaffine", False)
+            assert not spec.affine(spec.options)  # declared by affine=False or batch_coupled=True
             row = run_cell(CellConfig(problem="gauss1d", solver=name, nfe=4 * spec.nfe_per_step,
                                       schedule=spec.order_grid, metrics=("w2_exact",), n_samples=64))
             assert row["status"] == "ok" and not math.isfinite(row.get("w2_exact", math.nan))

@@ -26,10 +26,11 @@ def main(args) -> int:
 
     w = args.what
     if w in ("all", "solvers"):
-        print("SOLVERS  (name, kind, order, NFE per step: description)")
+        print("SOLVERS  (name, kind, order, NFE per step, capabilities: description)")
         for name, spec in sorted(SOLVERS.items()):
             nfe = "adaptive" if spec.adaptive else f"{spec.nfe_per_step}"
-            print(f"  {name:26s} {spec.kind.upper():3s}  order {_order(spec):20s} NFE/step {nfe:8s} {spec.summary}")
+            print(f"  {name:26s} {spec.kind.upper():3s}  order {_order(spec):20s} NFE/step {nfe:8s} "
+                  f"[{spec.capabilities()}] {spec.summary}")
     if w in ("all", "problems"):
         print("PROBLEMS")
         for name in PROBLEMS:

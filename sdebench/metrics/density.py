@@ -58,11 +58,9 @@ MAX_DIM = 64
 
 
 def check_deterministic(spec, options: dict, d: int) -> None:
-    if spec.kind != "ode":
+    if not spec.deterministic(options):
         raise ConfigError(f"density metrics (kl, tv by change of variables) need a deterministic solver; "
-                          f"{spec.name!r} is an SDE solver")
-    if float(options.get("eta", 0.0) or 0.0) > 0:
-        raise ConfigError(f"density metrics need a deterministic solver; {spec.name!r} has eta={options['eta']}")
+                          f"{spec.name!r} with options {options} draws noise")
     if d > MAX_DIM:
         raise ConfigError(f"density metrics use exact Jacobians for d <= {MAX_DIM}; the problem has d = {d}")
 
