@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sdebench.errors import ConfigError
+from sdebench.reference import reference_flow
 
 from .learned import feature_mlp
 
@@ -55,19 +56,13 @@ def gaussian_consistency(problem, sde, x: torch.Tensor, t, t_end) -> torch.Tenso
 
 
 def ode_consistency(problem, sde, x: torch.Tensor, t, t_end, rtol: float = 1e-9) -> torch.Tensor:
-    """Probability-flow ODE from (x, t) to t_end with the exact score, dopri5, float64."""
-    from torchdiffeq import odeint
-
+    """Probability-flow ODE from (x, t) to t_end with the exact score, dopri5 at rtol = atol, float64
+    (:func:`sdebench.reference.reference_flow`)."""
     if float(t) <= float(t_end):
         return x
-
-    def velocity(s, y):
-        s64 = s.detach().to(torch.float64).cpu().clamp(min=float(t_end))  # dopri5's first-step probe
-        return float(sde.f(s64)) * y - 0.5 * float(sde.g2(s64)) * problem.score(y, s64, sde)
-
-    ts = torch.tensor([float(t), float(t_end)], dtype=torch.float64)
-    y = odeint(velocity, x.to(torch.float64).cpu(), ts, rtol=rtol, atol=rtol, method="dopri5")[-1]
-    return y.to(dtype=x.dtype, device=x.device)
+    r = reference_flow(sde, x.cpu(), float(t_end), score=lambda y, s: problem.score(y, s, sde), t_start=float(t),
+                       rtol=rtol)
+    return r.x.to(dtype=x.dtype, device=x.device)
 
 
 def oracle_consistency(problem, sde):

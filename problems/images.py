@@ -258,10 +258,15 @@ class ImageProblem:
 
         def consistency(x, t, t_end):
             """Oracle consistency function of this network: its probability-flow ODE solved from (x, t) to
-            t_end by dopri5 (rtol 1e-6); one model call for the NFE counter, about 150-250 network calls."""
-            from sdebench.metrics.images import reference_solve
+            t_end by the path_err reference (dopri5 at rtol 1e-8, sdebench.metrics.images.cached_reference,
+            cached; from t = T also its rtol 1e-7 check solve, which path_err then reuses); one model call
+            for the NFE counter, several hundred network calls."""
+            from sdebench.metrics.images import cached_reference
 
-            return reference_solve(eps, sde, x, float(t_end), t_start=float(t))[0]
+            if float(t) <= float(t_end):
+                return x
+            r = cached_reference(self, sde, x, float(t_end), t_start=float(t), estimate=float(t) >= float(sde.T))
+            return r.x.to(dtype=x.dtype, device=x.device)
 
         if self.consistency_net is not None:
             from .consistency import network_consistency_function

@@ -45,6 +45,7 @@ import torch
 
 from .errors import ConfigError
 from .model import Model
+from .reference import reference_flow
 
 __all__ = [
     "GUIDANCE_MODES",
@@ -179,23 +180,9 @@ def guided_score_fn(problem, sde, guidance: str, scale, class_label, cfg_param: 
 def reference_ode(score_fn, sde, x_T: torch.Tensor, T: float, t_end: float, rtol: float = REF_TOL,
                   atol: float = REF_TOL) -> tuple[torch.Tensor, int]:
     """x(t_end) of dx/dt = f x - g^2/2 s(x, t) from x(T) = x_T by adaptive dopri5 (torchdiffeq), in
-    float64; returns (x_end, evaluations)."""
-    from torchdiffeq import odeint
-
-    count = [0]
-    lo, hi = float(t_end), float(T)
-
-    def v(t, x):
-        count[0] += 1
-        # dopri5's initial-step heuristic may probe outside [t_end, T] (where sigma_t^2 < 0 for t < 0);
-        # accepted steps never leave it because step_t makes the last step land on t_end exactly
-        t64 = t.to(torch.float64).clamp(lo, hi)
-        return float(sde.f(t64)) * x - 0.5 * float(sde.g2(t64)) * score_fn(x, t64)
-
-    ts = torch.tensor([hi, lo], dtype=torch.float64)
-    out = odeint(v, x_T.to(torch.float64), ts, rtol=rtol, atol=atol, method="dopri5",
-                 options={"step_t": torch.tensor([lo], dtype=torch.float64)})
-    return out[-1], count[0]
+    float64 (:func:`sdebench.reference.reference_flow`); returns (x_end, evaluations)."""
+    r = reference_flow(sde, x_T, t_end, score=score_fn, t_start=T, rtol=rtol, atol=atol)
+    return r.x, r.nfe
 
 
 _REF_CACHE: dict = {}
@@ -205,7 +192,8 @@ def _cached_reference(key, score_fn, sde, x_T, T, t_end):
     if key not in _REF_CACHE:
         if len(_REF_CACHE) >= 32:
             _REF_CACHE.pop(next(iter(_REF_CACHE)))
-        _REF_CACHE[key] = reference_ode(score_fn, sde, x_T, T, t_end)
+        _REF_CACHE[key] = reference_flow(sde, x_T, t_end, score=score_fn, t_start=T, rtol=REF_TOL,
+                                         error_estimate=True)
     return _REF_CACHE[key]
 
 
@@ -237,15 +225,21 @@ def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_
         key = (cfg.problem, repr(sde), guidance, float(cfg.scale), c, cfg.seed, cfg.n_samples, cfg.init,
                float(t_end), cfg.dtype)
         score_fn = guided_score_fn(problem, sde, guidance, cfg.scale, c, "x0")
-        ref, ref_nfe = _cached_reference(key, score_fn, sde, x_T.to(torch.float64).cpu(), sde.T, t_end)
+        r = _cached_reference(key, score_fn, sde, x_T.to(torch.float64).cpu(), sde.T, t_end)
+        ref, check = r.x, r.x_check
         if getattr(cfg, "final_denoise", False):  # compare with the denoised reference D_w(x_ref, t_end)
-            ref = guided_model(problem, sde, guidance, cfg.scale, c, "x0").x0(ref, torch.tensor(float(t_end),
-                                                                                           dtype=torch.float64))
+            den = guided_model(problem, sde, guidance, cfg.scale, c, "x0").x0
+            t_e = torch.tensor(float(t_end), dtype=torch.float64)
+            ref, check = den(ref, t_e), den(check, t_e)
         err = (x_out - ref).norm(dim=1)
         row["path_err"] = float(torch.sqrt((err * err).mean()))
         row["path_err_med"] = float(err.median())
         row["path_err_max"] = float(err.max())
-        row["ref_nfe"] = int(ref_nfe)
+        row["ref_nfe"] = int(r.nfe)
+        row["path_ref_rtol"] = r.rtol
+        # RMS of |x_check - x_ref| (check: dopri5 at 10x the tolerance): a conservative estimate of the
+        # reference's own error, in the unit of path_err
+        row["path_ref_err"] = float((check - ref).norm(dim=1).pow(2).mean().sqrt())
     return row
 
 

@@ -11,8 +11,8 @@ grey lines show the reference slopes NFE^-p for the verified orders p of the sol
 (``solver_orders``; 2p for KL, which scales like the square of W2), kept inside the data's y-range so that they never
 stretch the axis. For ``path_err`` (error against a reference ODE solve) the reference's own accuracy
 is marked: the band min..max of ``path_ref_err`` where the rows carry that estimate, else a dotted line
-at the reference's stated tolerance (``path_ref_rtol``, else the images metric's ``REF_RTOL``), below
-which the metric cannot resolve a solver's error.
+at the reference's stated tolerance (``path_ref_rtol``, else the images metric's ``LEGACY_REF_RTOL``,
+that of rows that predate the column), below which the metric cannot resolve a solver's error.
 """
 
 from __future__ import annotations
@@ -227,7 +227,8 @@ def reference_accuracy(sub: pd.DataFrame, metric: str) -> tuple[float, float, st
     """(low, high, label) of the accuracy of the reference that ``metric`` is measured against, or None:
     for ``path_err``, the min..max of ``path_ref_err`` (an estimate of the reference's own error) where
     the rows carry it, else the reference's stated tolerance (``path_ref_rtol``, else the images metric's
-    REF_RTOL). A solver's error below this is not resolved."""
+    LEGACY_REF_RTOL, the tolerance of rows that predate path_ref_rtol). A solver's error below this is not
+    resolved."""
     if metric != "path_err":
         return None
     if "path_ref_err" in sub.columns:
@@ -240,10 +241,10 @@ def reference_accuracy(sub: pd.DataFrame, metric: str) -> tuple[float, float, st
         v = pd.to_numeric(sub["path_ref_rtol"], errors="coerce")
         v = v[np.isfinite(v) & (v > 0)]
         rtol = float(v.max()) if len(v) else np.nan
-    if not np.isfinite(rtol):
-        from .metrics.images import REF_RTOL
+    if not np.isfinite(rtol):  # rows that predate path_ref_rtol: the images metric's tolerance then
+        from .metrics.images import LEGACY_REF_RTOL
 
-        rtol = float(REF_RTOL)
+        rtol = float(LEGACY_REF_RTOL)
     return rtol, rtol, f"reference's stated tolerance rtol = {rtol:g}\n(its global error is larger)"
 
 

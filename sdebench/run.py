@@ -52,8 +52,10 @@ METRICS = {
     "sinkhorn": "debiased Sinkhorn divergence vs an independent target sample (POT, n <= 10,000)",
     "mode_mass": "max over modes of |sampled mass - weight| (responsibilities; mixtures with K >= 2)",
     "fd": "image problems: Frechet distance in a small classifier's features vs the held-out split",
-    "path_err": "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol 1e-6; "
-                "guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10)",
+    "path_err": "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol 1e-8; "
+                "guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10); rows carry path_ref_rtol and "
+                "path_ref_err, the reference's distance to a 10x looser check solve (a conservative estimate "
+                "of its own error)",
     "class_mass": "guided cells: fraction of samples the exact classifier puts in the target class (+ null)",
     "png": "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default runs/grids/)",
 }

@@ -116,10 +116,10 @@ def _dotted(ax):
 
 def test_path_error_plot_marks_the_reference_tolerance(figures):
     ax = figures(_path_rows(), metric="path_err")["error_vs_nfe_path_err"].axes[0]
-    from sdebench.metrics.images import REF_RTOL
+    from sdebench.metrics.images import LEGACY_REF_RTOL  # rows without path_ref_rtol predate it: rtol 1e-6
 
     ys = [tuple(ln.get_ydata()) for ln in _dotted(ax)]
-    assert (REF_RTOL, REF_RTOL) in ys
+    assert (LEGACY_REF_RTOL, LEGACY_REF_RTOL) == (1e-6, 1e-6) and (1e-6, 1e-6) in ys
     assert any("rtol" in t.get_text() and "1e-06" in t.get_text() for t in ax.texts)
     assert "stated tolerance" in ax.figure._suptitle.get_text()
     stated = figures(_path_rows(path_ref_rtol=1e-8), metric="path_err")["error_vs_nfe_path_err"].axes[0]

@@ -165,6 +165,8 @@ def test_pathwise_error_vs_dopri5_converges_at_order_two():
                                   metrics=("path_err",)))
         assert row["status"] == "ok", row.get("error")
         errs.append(row["path_err"])
+        # the row states its reference: tolerance and error estimate (vs a 10x looser check solve)
+        assert row["path_ref_rtol"] == G.REF_TOL and 0 < row["path_ref_err"] < 1e-3 * row["path_err"]
     slope = math.log(errs[-1] / errs[0]) / math.log(nfes[-1] / nfes[0])
     assert -2.4 < slope < -1.6, (errs, slope)
     assert prob.d == 2 and sde.name == "vp"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sdebench.errors import ConfigError
+from sdebench.metrics.images import REF_RTOL
 from sdebench.problems import images
 from sdebench.problems.train import load_checkpoint, train_dsm
 from sdebench.problems.unet import UNet
@@ -358,12 +359,15 @@ def test_digits_through_run_cell(tmp_path, monkeypatch):
         assert r["fd"] > 0 and r["fd_null"] > 0 and r["sliced_w2_null"] > 0
         assert (tmp_path / f"digits_vp_euler_nfe{r['nfe']}_seed0.png").is_file()
     assert rows[1]["path_err"] < 0.5 * rows[0]["path_err"]  # Euler converges to the dopri5 reference
+    for r in rows:  # the rows state the reference's tolerance and its own error estimate (check at 10 rtol)
+        assert r["path_ref_rtol"] == REF_RTOL == 1e-8 and r["path_ref_nfe"] > 0
+        assert 0 < r["path_ref_err"] < 1e-3 * r["path_err"]
     em = run_cell(CellConfig(problem="digits", solver="em", nfe=2, n_samples=8, metrics=("path_err",)))
     assert em["status"] == "ok" and "path_err" not in em  # pathwise error is for deterministic solvers
     cons = run_cell(CellConfig(problem="digits", solver="consistency", nfe=1, n_samples=32,
                                metrics=("path_err",)))
     assert cons["status"] == "ok" and cons["nfe"] == 1
-    assert cons["path_err"] < 1e-3  # the oracle consistency function is the reference ODE solve itself
+    assert cons["path_err"] == 0.0  # the oracle consistency function is the (cached) reference solve itself
 
 
 def test_every_solver_samples_digits():

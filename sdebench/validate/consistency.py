@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from ..reference import reference_flow
 from ..sde import get_sde
 from .core import Claim, _exact_flow, _pathwise_curves, _slope_claim
 
@@ -13,8 +14,6 @@ from .core import Claim, _exact_flow, _pathwise_curves, _slope_claim
 def _consistency_claims(quick: bool) -> list[Claim]:
     """Exact Gaussian consistency function f(x, t) = alpha_e mu + sqrt(v_e / v_t)(x - alpha_t mu) against
     (a) the exact flow map integrated by dopri5 at rtol = atol = 1e-10, (b) teachers of order p."""
-    from torchdiffeq import odeint
-
     from ..problems import get_problem
 
     out = []
@@ -25,13 +24,7 @@ def _consistency_claims(quick: bool) -> list[Claim]:
     x_T = problem.sample_t(256, sde.T, sde, generator=g)
     f_exact = _exact_flow(problem, sde, x_T, sde.T, e)
 
-    def velocity(t, x):
-        t64 = t.to(torch.float64)
-        return sde.f(t64) * x - 0.5 * sde.g2(t64) * problem.score(x, t64, sde)
-
-    ts = torch.tensor([sde.T, e], dtype=torch.float64)
-    with torch.no_grad():
-        flow = odeint(velocity, x_T, ts, rtol=1e-10, atol=1e-10, method="dopri5")[-1]
+    flow = reference_flow(sde, x_T, e, score=lambda x, t: problem.score(x, t, sde), rtol=1e-10).x
     err = float((flow - f_exact).abs().max())
     detail = "f from docs/theory.md#gaussian-consistency-function (sdebench.validate._exact_flow)"
     try:  # the consistency issue's own oracle, an independent implementation, when it is installed
