@@ -29,6 +29,7 @@ from .metrics import samples as sm
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
+from .plugins import load_metric_plugins
 from .problems.labelled import labelled
 from .schedules import make_grid
 from .sde import get_sde
@@ -58,6 +59,8 @@ METRICS = {
 }
 DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
                    "mode_mass")
+# third-party sample metrics (entry points in the group sdebench.metrics, contract in sdebench.plugins)
+METRIC_PLUGINS = load_metric_plugins(METRICS)
 KEY_COLUMNS = ("problem", "sde", "solver", "schedule", "nfe", "steps", "seed", "n_samples", "t_end", "init",
                "dtype", "device")
 
@@ -240,6 +243,9 @@ def sample_metrics(problem, x: torch.Tensor, metrics, seed: int) -> dict:
                 ref = _target_sample(problem, n, seed, stream=2)
             row[name] = sm.emd_w2(x, ref)
             row[f"{name}_null"] = sm.emd_w2(null_x, ref)
+        elif name in METRIC_PLUGINS:
+            row[name] = METRIC_PLUGINS[name].compute(x, problem, seed)
+            row[f"{name}_null"] = METRIC_PLUGINS[name].compute(null_x, problem, seed)
     return row
 
 
