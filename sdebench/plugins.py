@@ -29,6 +29,7 @@ on stderr naming the plugin and the reason; it never stops the CLI. Built-in nam
 
 from __future__ import annotations
 
+import functools
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -39,9 +40,14 @@ __all__ = ["GROUPS", "plugin_entry_points", "describe_entry_point", "report", "l
 GROUPS = ("sdebench.solvers", "sdebench.problems", "sdebench.metrics")
 
 
+@functools.lru_cache(maxsize=1)
+def _installed_entry_points():
+    return entry_points()  # one scan of the installed distributions for the three groups
+
+
 def plugin_entry_points(group: str) -> list[EntryPoint]:
     """The installed entry points of ``group``, sorted by name (deterministic registration order)."""
-    return sorted(entry_points(group=group), key=lambda ep: (ep.name, ep.value))
+    return sorted(_installed_entry_points().select(group=group), key=lambda ep: (ep.name, ep.value))
 
 
 def describe_entry_point(ep: EntryPoint) -> str:
