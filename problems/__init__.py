@@ -53,3 +53,12 @@ def _digits_cd():  # digits with a distilled consistency U-Net (problems/data/di
 
 
 register_problem("digits-cd", _digits_cd)
+
+
+def _load_plugins() -> None:  # third-party problems: entry points in the group sdebench.problems
+    from sdebench.plugins import load_problem_plugins
+
+    load_problem_plugins(PROBLEMS)
+
+
+_load_plugins()

@@ -30,6 +30,7 @@ from .metrics import samples as sm
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
+from .plugins import load_metric_plugins
 from .problems.labelled import labelled
 from .schedules import make_grid
 from .sde import get_sde
@@ -61,6 +62,8 @@ METRICS = {
 }
 DEFAULT_METRICS = ("w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
                    "mode_mass")
+# third-party sample metrics (entry points in the group sdebench.metrics, contract in sdebench.plugins)
+METRIC_PLUGINS = load_metric_plugins(METRICS)
 KEY_COLUMNS = ("problem", "sde", "solver", "schedule", "nfe", "steps", "seed", "n_samples", "t_end", "init",
                "dtype", "device")
 
@@ -279,6 +282,11 @@ def sample_metrics(problem, x: torch.Tensor, metrics, seed: int) -> dict:
                 continue
             row[name] = sm.emd_w2(x, _target_sample(problem, n, seed, stream=2))
             row.update(_null_columns(name, null_draws(problem, n, name, sm.emd_w2, paired=True)))
+        elif name in METRIC_PLUGINS:  # entry-point metrics (sdebench.plugins): compute(x, target, seed)
+            plugin = METRIC_PLUGINS[name]
+            row[name] = plugin.compute(x, problem, seed)
+            row.update(_null_columns(name, null_draws(problem, n, name, lambda y, p=plugin: p.compute(y, problem, seed),
+                                                      extra=(seed,))))
     return row
 
 

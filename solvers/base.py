@@ -301,7 +301,9 @@ def register(
         params = list(inspect.signature(fn).parameters.values())
         opts = {p.name: p.default for p in params[5:] if p.name != "nfe"}
         if name in SOLVERS:
-            raise ValueError(f"solver {name!r} registered twice")
+            old = SOLVERS[name].fn
+            raise ValueError(f"solver {name!r} registered twice: by {old.__module__}.{old.__qualname__} and by "
+                             f"{fn.__module__}.{fn.__qualname__}")
         spec = SolverSpec(
             name=name,
             fn=fn,
