@@ -228,6 +228,29 @@ def eps_network(net, sde, shape, net_dtype=torch.float32):
     return eps
 
 
+def describe_configs(config: dict, consistency_config: dict | None = None) -> str:
+    """One line for an image problem, from its checkpoint configs alone (no weights, no data)."""
+    arch, loss = config.get("arch") or {}, config.get("heldout_loss")
+    shape = (arch.get("channels", "?"), arch.get("size", "?"), arch.get("size", "?"))
+    data = config.get("data", "?")
+    out = (f"{data} {'x'.join(map(str, shape))} images, trained U-Net ({config.get('params', '?')} params, "
+           f"held-out DSM loss {loss:.4f})" if isinstance(loss, float) else f"{data} images, trained U-Net")
+    if consistency_config is not None:
+        c = consistency_config
+        out += f"; consistency U-Net distilled from {c.get('teacher')} (N={c.get('N')}, {c.get('step')} steps)"
+    return out
+
+
+def checkpoint_description(model_stem: str, consistency_stem: str | None = None) -> str:
+    """``describe_configs`` of the committed checkpoint ``problems/data/<model_stem>.json`` (and of a
+    distilled consistency model's config): reads the small JSON configs only, so listing problems loads
+    neither the weights nor the data set. A missing or unreadable config is a ConfigError."""
+    from .train import _read_json
+
+    cons = None if consistency_stem is None else _read_json(DATA_DIR / f"{consistency_stem}.json")
+    return describe_configs(_read_json(DATA_DIR / f"{model_stem}.json"), cons)
+
+
 class ImageProblem:
     """A data set plus a trained eps network: the interface ``sdebench run`` uses."""
 
@@ -242,15 +265,9 @@ class ImageProblem:
         self.name = name or data.name
         self.shape = data.shape
         self.d = data.d
-        loss = config.get("heldout_loss")
-        self.description = (f"{data.name} {'x'.join(map(str, self.shape))} images, trained U-Net "
-                            f"({config.get('params', '?')} params, held-out DSM loss "
-                            f"{loss:.4f})" if isinstance(loss, float) else f"{data.name} images, trained U-Net")
+        self.description = describe_configs(config, None if consistency is None else consistency[1])
         self.classifier = classifier
         self.consistency_net = consistency  # (U-Net, config) of a distilled consistency model, or None: oracle
-        if consistency is not None:
-            self.description += f"; consistency U-Net distilled from {consistency[1].get('teacher')} " \
-                                f"(N={consistency[1].get('N')}, {consistency[1].get('step')} steps)"
         self._ref_cache: dict = {}
 
     def model_functions(self, sde) -> dict:

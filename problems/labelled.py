@@ -125,17 +125,23 @@ def labelled(problem) -> LabelledMixture:
     return LabelledMixture(problem)
 
 
+LABELLED_DESCRIPTIONS = {
+    "gmm2d-ring8-labelled": "gmm2d-ring8 with 2 classes: mode k has label k mod 2 (alternating around the ring)",
+    "gmm2d-ring8-labelled4": "gmm2d-ring8 with 4 classes: mode k has label k mod 4 (each class = 2 opposite modes)",
+}
+
+
 def gmm2d_ring8_labelled() -> GaussianMixture:
     m = gmm2d_ring8(labels=2)
     m.name = "gmm2d-ring8-labelled"
-    m.description = "gmm2d-ring8 with 2 classes: mode k has label k mod 2 (alternating around the ring)"
+    m.description = LABELLED_DESCRIPTIONS["gmm2d-ring8-labelled"]
     return m
 
 
 def gmm2d_ring8_labelled4() -> GaussianMixture:
     m = gmm2d_ring8(labels=4)
     m.name = "gmm2d-ring8-labelled4"
-    m.description = "gmm2d-ring8 with 4 classes: mode k has label k mod 4 (each class = 2 opposite modes)"
+    m.description = LABELLED_DESCRIPTIONS["gmm2d-ring8-labelled4"]
     return m
 
 

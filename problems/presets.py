@@ -10,6 +10,16 @@ import torch
 
 from .gmm import GaussianMixture
 
+# one-line descriptions, readable without building a preset (`sdebench list problems`)
+DESCRIPTIONS = {
+    "gauss1d": "N(1.5, 0.5^2)",
+    "gauss-aniso16": "16-d Gaussian, eigenvalues 1e-2..10 (cond 1e3), random rotation (seed 1234)",
+    "gmm1d": "bimodal 1-D: 0.3 N(-2, 0.5^2) + 0.7 N(2, 0.5^2)",
+    "gmm2d-ring8": "8 equal modes on a circle of radius 4, std 0.3",
+    "gmm2d-imbalanced": "weights 0.95/0.05, modes (-2.5,-2.5) and (2.5,2.5), std 0.5",
+    "gmm-d32": "5 modes in 32-d, random means (seed 32), diagonal stds in [0.5, 1]",
+}
+
 
 def _rotation(d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -18,7 +28,7 @@ def _rotation(d: int, seed: int) -> torch.Tensor:
 
 
 def gauss1d() -> GaussianMixture:
-    return GaussianMixture([1.0], [[1.5]], [[[0.25]]], name="gauss1d", description="N(1.5, 0.5^2)")
+    return GaussianMixture([1.0], [[1.5]], [[[0.25]]], name="gauss1d", description=DESCRIPTIONS["gauss1d"])
 
 
 def gauss_aniso16() -> GaussianMixture:
@@ -30,12 +40,12 @@ def gauss_aniso16() -> GaussianMixture:
     g = torch.Generator().manual_seed(4321)
     mu = 0.5 * torch.randn(1, d, generator=g, dtype=torch.float64)
     return GaussianMixture([1.0], mu, S[None], name="gauss-aniso16",
-                           description="16-d Gaussian, eigenvalues 1e-2..10 (cond 1e3), random rotation (seed 1234)")
+                           description=DESCRIPTIONS["gauss-aniso16"])
 
 
 def gmm1d() -> GaussianMixture:
     return GaussianMixture([0.3, 0.7], [[-2.0], [2.0]], [[[0.25]], [[0.25]]], name="gmm1d",
-                           description="bimodal 1-D: 0.3 N(-2, 0.5^2) + 0.7 N(2, 0.5^2)")
+                           description=DESCRIPTIONS["gmm1d"])
 
 
 def gmm2d_ring8(labels: int | None = None) -> GaussianMixture:
@@ -44,14 +54,14 @@ def gmm2d_ring8(labels: int | None = None) -> GaussianMixture:
     covs = 0.09 * torch.eye(2, dtype=torch.float64).expand(8, 2, 2)
     lab = None if labels is None else [k % labels for k in range(8)]
     return GaussianMixture(torch.full((8,), 1 / 8), mu, covs, name="gmm2d-ring8", labels=lab,
-                           description="8 equal modes on a circle of radius 4, std 0.3")
+                           description=DESCRIPTIONS["gmm2d-ring8"])
 
 
 def gmm2d_imbalanced() -> GaussianMixture:
     mu = [[-2.5, -2.5], [2.5, 2.5]]
     covs = 0.25 * torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
     return GaussianMixture([0.95, 0.05], mu, covs, name="gmm2d-imbalanced",
-                           description="weights 0.95/0.05, modes (-2.5,-2.5) and (2.5,2.5), std 0.5")
+                           description=DESCRIPTIONS["gmm2d-imbalanced"])
 
 
 def gmm_d32() -> GaussianMixture:
@@ -61,7 +71,7 @@ def gmm_d32() -> GaussianMixture:
     std = 0.5 + 0.5 * torch.rand(K, d, generator=g, dtype=torch.float64)
     w = torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1], dtype=torch.float64)
     return GaussianMixture(w, mu, torch.diag_embed(std**2), name="gmm-d32",
-                           description="5 modes in 32-d, random means (seed 32), diagonal stds in [0.5, 1]")
+                           description=DESCRIPTIONS["gmm-d32"])
 
 
 PRESETS = {

@@ -17,11 +17,14 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import tomllib
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # pandas loads where a table is made or read
+    import pandas as pd
 
 KEYS = {"name", "out", "figure", "problem", "class_label", "guidance", "cfg_param", "cfg_batched", "sde",
         "schedule", "t_end", "samples", "seed", "seeds", "scales", "nfe", "solvers", "metrics", "metrics_w0",
@@ -239,6 +242,7 @@ def closing_note(ok: pd.DataFrame, scales) -> list:
 def gaussian_rows(cfg: dict, solvers: list) -> pd.DataFrame:
     """(c) exact analogue: cond = the first Gaussian component of the class, uncond = the moment-matched
     Gaussian of the whole target; W2 of each solver's exact output law vs the exact guided ODE law."""
+    import pandas as pd
     import torch
 
     from .guidance import exact_guided_law, guided_ode_law, solver_calls
@@ -338,6 +342,8 @@ def replot(cfg: dict, stem: str, fig_path: str) -> list:
 
 
 def main(argv=None) -> int:
+    import pandas as pd
+
     ap = argparse.ArgumentParser(prog="python -m sdebench.guidance_report", description=__doc__.splitlines()[0])
     ap.add_argument("sweep", help="sweep file, e.g. sweeps/guidance.toml")
     ap.add_argument("--out", default=None, help="output stem (default: the file's 'out')")

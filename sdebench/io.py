@@ -17,10 +17,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # pandas loads where a table is made or read
+    import pandas as pd
 
 SUFFIXES = (".parquet", ".csv")
 RESCUE_DIR = Path("runs") / "rescued"
@@ -148,6 +150,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
+    import pandas as pd
+
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"results file {str(p)!r} does not exist")

@@ -122,7 +122,7 @@ def load_problem_plugins(problems: dict) -> list[str]:
         if ep.name in problems:
             old = problems[ep.name]
             owner = describe_entry_point(old.ep) if isinstance(old, PluginProblem) else \
-                f"the built-in problem from {getattr(old, '__module__', '?')}"
+                f"the built-in problem from {getattr(getattr(old, 'build', old), '__module__', '?')}"
             report(ep, f"problem name {ep.name!r} is already registered by {owner}")
             continue
         problems[ep.name] = PluginProblem(ep)

@@ -25,10 +25,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # pandas loads where a table is made or read
+    import pandas as pd
 
 __all__ = ["Store", "ConsolidateReport", "CELL_FORMAT", "SCHEMA_VERSION"]
 
@@ -192,6 +194,8 @@ class Store:
 
     def consolidate(self) -> tuple[pd.DataFrame, ConsolidateReport]:
         """Every valid cell as one DataFrame (sorted by its key columns); problems reported, not fatal."""
+        import pandas as pd
+
         rows, rep = [], ConsolidateReport()
         for p in sorted(self.cells_dir.iterdir()):
             if p.is_dir():

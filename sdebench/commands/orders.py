@@ -9,9 +9,12 @@ against log(NFE), over the asymptotic window with points at their Monte Carlo fl
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads when a table is read, not when the parser is built
+    import pandas as pd
 
 GROUP = ["problem", "sde", "solver", "schedule", "solver_options", "init", "t_end", "T", "score_error", "n_samples"]
 
@@ -29,6 +32,8 @@ def add_parser(sub):
 
 
 def fit_table(df: pd.DataFrame, metrics=None, B: int = 1000) -> pd.DataFrame:
+    import pandas as pd
+
     from sdebench.errors import ConfigError
     from sdebench.run import METRICS
     from sdebench.stats import fit_order
@@ -81,6 +86,7 @@ def fit_table(df: pd.DataFrame, metrics=None, B: int = 1000) -> pd.DataFrame:
 
 
 def main(args) -> int:
+    import pandas as pd
     import torch
 
     from sdebench.errors import ConfigError

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from sdebench.errors import MAX_SEED, ConfigError, check_int
+
+if TYPE_CHECKING:  # pandas loads when a table is made, not when the parser is built
+    import pandas as pd
 
 
 def int_list(text: str, what: str, lo: int | None = None, hi: int | None = None) -> list[int]:
@@ -146,6 +148,8 @@ def build_cells(args) -> list:
 
 
 def summary_table(df: pd.DataFrame) -> str:
+    import pandas as pd
+
     from sdebench.run import METRICS
 
     keys = ["problem", "sde", "solver", "schedule", "nfe"]
@@ -166,6 +170,8 @@ def summary_table(df: pd.DataFrame) -> str:
 
 
 def main(args) -> int:
+    import pandas as pd
+
     from sdebench.io import check_writable, write_table
     from sdebench.run import prepare, run_cell
 
