@@ -263,9 +263,7 @@ def mode_mass_error(x: torch.Tensor, mix) -> dict:
     k = int(err.argmax())
     val = float(err[k])
     kk = 1 if mix.K == 2 else mix.K
-    from scipy.stats import norm
-
-    c = float(norm.ppf(1 - 0.025 / kk))
+    c = float(torch.special.ndtri(torch.tensor(1 - 0.025 / kk, dtype=torch.float64)))  # normal quantile
     hi = float((err + c * se_k).max())
     lo = float(torch.clamp(err - c * se_k, min=0).max())
     z = 1.959964
