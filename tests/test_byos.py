@@ -72,13 +72,16 @@ def test_user_heun_is_second_order():
     assert res.nfe == [40, 80, 160] and res.steps == [20, 40, 80]
 
 
-def test_check_order_equals_the_registry_measurement():
-    """The plain function of the registered heun, checked as a user solver, gives the registry test's numbers."""
+@pytest.mark.parametrize("fn,kind,nfe_per_step,schedule", [(heun, "ode", 2, "logsnr"), (em, "sde", 1, "uniform")])
+def test_check_order_equals_the_registry_measurement(fn, kind, nfe_per_step, schedule):
+    """The plain function of a registered solver, checked as a user solver, gives the registry test's numbers."""
     from sdebench.verify import exact_w2_curve, fitted_slope
 
-    steps, errs = exact_w2_curve(SOLVERS["heun"], SOLVERS["heun"].verification_nfes(), "logsnr")
-    res = sdebench.check_order(heun, order=2, nfe_per_step=2)
-    assert res.w2 == errs.tolist() and res.measured == -fitted_slope(steps, errs)
+    spec = SOLVERS[fn.__name__]
+    assert spec.order_grid == schedule
+    steps, errs = exact_w2_curve(spec, spec.verification_nfes(), schedule)
+    res = sdebench.check_order(fn, order=spec.order, kind=kind, nfe_per_step=nfe_per_step, schedule=schedule)
+    assert res.passed and res.w2 == errs.tolist() and res.measured == -fitted_slope(steps, errs)
 
 
 # ---- the DataFrame: the same rows as the registered solvers through run_cell ---------------------------
