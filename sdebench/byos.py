@@ -20,6 +20,7 @@ the registry-wide tests) is unchanged afterwards. To keep a solver, decorate it 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -63,6 +64,30 @@ def _check_order_value(order, what: str = "order") -> float:
     return float(order)
 
 
+class _NoNoise:
+    """What an ODE-declared user solver gets as ``noise``: drawing from it is a one-line ConfigError (the
+    harness treats ODE output as a function of x_T alone: change-of-variables densities, path errors)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise ConfigError(f"solver {self._name!r} is declared kind='ode' but uses noise.{attr}; declare "
+                          "kind='sde' for a solver that draws noise")
+
+
+def _guarded(fn: Callable, name: str) -> Callable:
+    """``fn`` with ``noise`` replaced by :class:`_NoNoise` (for kind 'ode'); same signature."""
+
+    @functools.wraps(fn)
+    def ode_solver(model, x, grid, sde, noise, **options):
+        return fn(model, x, grid, sde, _NoNoise(name), **options)
+
+    return ode_solver
+
+
 @contextmanager
 def temporary_solver(fn: Callable, *, kind: str = "ode", order: float | None = None, nfe_per_step: int = 1,
                      name: str | None = None, **register_kwargs):
@@ -70,7 +95,8 @@ def temporary_solver(fn: Callable, *, kind: str = "ode", order: float | None = N
     block and yield its :class:`~sdebench.solvers.SolverSpec`; the registry is restored on exit.
     ``register_kwargs`` go to :func:`sdebench.solvers.register` (``order_gaussian``, ``nfe_for_steps``,
     ``sdes``, ``deterministic``, ...). Without an ``order`` the solver is registered with order 0
-    (no order check)."""
+    (no order check). A kind 'ode' function gets a ``noise`` it cannot draw from (a one-line ConfigError if
+    it tries: the harness treats its output as a function of x_T alone)."""
     from .solvers import SOLVERS, register
 
     default = _check_fn(fn)
@@ -87,7 +113,8 @@ def temporary_solver(fn: Callable, *, kind: str = "ode", order: float | None = N
     else:
         order = _check_order_value(order)
     try:
-        register(name, kind=kind, order=order, nfe_per_step=nfe_per_step, family="user", **register_kwargs)(fn)
+        solver = _guarded(fn, name) if kind == "ode" and "deterministic" not in register_kwargs else fn
+        register(name, kind=kind, order=order, nfe_per_step=nfe_per_step, family="user", **register_kwargs)(solver)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:

@@ -186,6 +186,19 @@ def test_bad_input_is_one_config_error_line(call, message):
     assert "\n" not in str(exc.value)
 
 
+def test_an_ode_solver_that_draws_noise_is_refused():
+    def noisy(model, x, grid, sde, noise):
+        for i, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
+            x = x - (t - s) * (sde.f(t) * x - 0.5 * sde.g2(t) * model.score(x, t)) + 0.01 * noise.dW(i)
+        return x
+
+    with pytest.raises(ConfigError, match=r"^solver 'user:noisy' is declared kind='ode' but uses noise.dW; "
+                                          r"declare kind='sde'"):
+        sdebench.benchmark(noisy, problems="gauss1d", nfe=[4], samples=10)
+    df = sdebench.benchmark(noisy, problems="gauss1d", nfe=[4], samples=10, kind="sde", metrics=["w1"])
+    assert df["status"].tolist() == ["ok"] and df["kind"].tolist() == ["sde"]
+
+
 def test_temporary_registration_is_visible_inside_only():
     from sdebench.byos import temporary_solver
 
