@@ -3,6 +3,7 @@
 Public API (small on purpose)::
 
     from sdebench import get_sde, make_grid, Model, NoiseSource, get_solver, get_problem, run_cell, CellConfig
+    from sdebench import benchmark, check_order   # bring your own solver (sdebench.byos)
 """
 
 __version__ = "0.1.0"
@@ -31,8 +32,13 @@ def __getattr__(name):
         from . import run
 
         return getattr(run, name)
+    if name in ("benchmark", "check_order"):
+        from . import byos
+
+        return getattr(byos, name)
     raise AttributeError(name)
 
 
 __all__ = ["__version__", "ConfigError", "NFEBudgetError", "Model", "NoiseSource", "make_grid", "get_sde",
-           "get_solver", "get_problem", "run_cell", "CellConfig"]
+           "get_solver", "get_problem", "run_cell", "CellConfig",
+           "benchmark", "check_order"]

@@ -2,7 +2,8 @@
 
 For ``order_check == "exact"`` (the default of :func:`sdebench.solvers.register`): the exact W2 of the
 solver's Gaussian output law (sdebench.exact: the solver's own code run on affine probes) on ``gauss1d``,
-VP, float64, x_T ~ exact p_T, judged against p_{t_end}, so only the discretization error is measured. The
+VP, float64, x_T ~ exact p_T, judged against p_{t_end}, so only the discretization error is measured
+(sdebench.verify: the same measurement ``sdebench.check_order`` applies to a user's function). The
 budgets are the solver's ``order_nfe`` on its ``order_grid``; the least-squares slope of log W2 on
 log steps must be -p within TOL, p = ``order_gaussian`` if declared (weak-order-1 SDE schemes that reach
 weak order 2 on a linear drift), else ``order``. Solvers declaring another ``order_check`` are checked to
@@ -20,29 +21,10 @@ from sdebench.run import CellConfig, run_cell
 from sdebench.schedules import SCHEDULES
 from sdebench.solvers import SOLVERS
 from sdebench.solvers.base import ORDER_CHECKS
+from sdebench.verify import ORDER_TOL, exact_w2_curve, fitted_slope  # shared with sdebench.check_order
 
-TOL = 0.25  # |measured slope + declared order| on the declared asymptotic window
+TOL = ORDER_TOL  # 0.25: |measured slope + declared order| on the declared asymptotic window
 NAMES = sorted(SOLVERS)
-
-
-def _sde_for(spec) -> str:
-    return "vp" if spec.sdes is None or "vp" in spec.sdes else spec.sdes[0]
-
-
-def exact_w2_curve(spec, nfes, schedule, **options):
-    steps, errs = [], []
-    for nfe in nfes:
-        row = run_cell(CellConfig(problem="gauss1d", sde=_sde_for(spec), solver=spec.name, nfe=nfe,
-                                  schedule=schedule, metrics=("w2_exact",), n_samples=2,
-                                  solver_options=options))
-        assert row["status"] == "ok", row["error"]
-        steps.append(row["steps"])
-        errs.append(row["w2_exact"])
-    return np.array(steps, float), np.array(errs, float)
-
-
-def fitted_slope(steps, errs) -> float:
-    return float(np.polyfit(np.log(steps), np.log(errs), 1)[0])
 
 
 def test_registry_is_complete():
