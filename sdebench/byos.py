@@ -26,11 +26,13 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import MAX_SEED, ConfigError, check_int
 from .verify import ORDER_TOL, OrderCheck, OrderMismatch, measure_order
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["benchmark", "check_order", "temporary_solver", "OrderCheck", "OrderMismatch"]
 
@@ -231,6 +233,8 @@ def benchmark(fn: Callable, problems=("gauss1d", "gmm1d"), nfe=None, seeds=(0,),
             crn_steps = crn_base_steps(steps) if crn and not spec.adaptive else None
             cells += [cell(problem, n, seed, crn_steps) for n in nfes for seed in seeds]
         rows = [run_cell(c) for c in cells]
+    import pandas as pd  # optional heavy dependency: loaded only when a benchmark returns its table
+
     df = pd.DataFrame(rows)
     bad = df[df["status"] != "ok"]
     if len(bad):
