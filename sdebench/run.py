@@ -27,7 +27,7 @@ from .metrics.nulls import NULL_DRAWS, null_draws
 from .metrics.nulls import null_columns as _null_columns  # noqa: F401  (re-exported)
 from .metrics.nulls import target_sample as _target_sample  # noqa: F401  (re-exported)
 from .metrics.registry import DEFAULT_METRICS, GUIDED, IMAGE, MetricContext, check_metrics, compute_metrics
-from .metrics.registry import METRICS as _REGISTRY
+from .metrics.registry import DESCRIPTIONS as METRICS
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
@@ -38,9 +38,8 @@ from .sde import get_sde
 __all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps", "cell_budget",
            "FinalDenoise", "NULL_DRAWS", "null_draws"]
 
-# metric name -> one-line description: a read-only view of the registry (sdebench.metrics.registry), which
-# also defines DEFAULT_METRICS (the metrics declared default, in registry order)
-METRICS = {name: m.description for name, m in _REGISTRY.items()}
+# METRICS (metric name -> one-line description) is a live read-only view of the registry
+# (sdebench.metrics.registry), which also defines DEFAULT_METRICS (the metrics declared default, in registry order)
 KEY_COLUMNS = ("problem", "sde", "solver", "schedule", "nfe", "steps", "seed", "n_samples", "t_end", "init",
                "dtype", "device")
 
@@ -189,7 +188,7 @@ def floor_flags(row: dict) -> dict:
     from .stats import at_floor
 
     return {f"{m}_at_floor": bool(at_floor(row[m], row[f"{m}_null"], null_sd=row.get(f"{m}_null_sd")))
-            for m in _REGISTRY if m in row and f"{m}_null" in row}
+            for m in METRICS if m in row and f"{m}_null" in row}
 
 
 def _versions(device: str) -> dict:

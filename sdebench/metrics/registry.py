@@ -23,15 +23,15 @@ path_err; guided cells: class_mass and path_err).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdebench.errors import ConfigError
 
-__all__ = ["Metric", "MetricContext", "METRICS", "DEFAULT_METRICS", "register_metric", "unregister_metric",
-           "get_metric", "check_metrics", "labels", "default_metrics", "wanted_metrics", "compute_metrics",
-           "SAMPLE", "EXACT", "ESTIMATE", "GUIDED", "IMAGE"]
+__all__ = ["Metric", "MetricContext", "METRICS", "DEFAULT_METRICS", "DESCRIPTIONS", "LABELS", "register_metric",
+           "unregister_metric", "get_metric", "check_metrics", "labels", "default_metrics", "wanted_metrics",
+           "compute_metrics", "SAMPLE", "EXACT", "ESTIMATE", "GUIDED", "IMAGE"]
 
 # stages: the order in which a cell computes its metrics (within SAMPLE: the order asked for; else registry order)
 SAMPLE, EXACT, ESTIMATE, GUIDED, IMAGE = 0, 1, 2, 3, 4
@@ -127,6 +127,33 @@ class MetricContext:
 
 METRICS: dict[str, Metric] = {}
 DEFAULT_METRICS: tuple = ()
+
+
+class _Descriptions(Mapping):
+    """metric name -> one-line description, a live view of METRICS (``sdebench.run.METRICS``)."""
+
+    def __getitem__(self, name: str) -> str:
+        return METRICS[name].description
+
+    def __iter__(self):
+        return iter(METRICS)
+
+    def __len__(self) -> int:
+        return len(METRICS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _Labels(_Descriptions):
+    """metric name -> plot label, a live view of METRICS."""
+
+    def __getitem__(self, name: str) -> str:
+        return METRICS[name].label
+
+
+DESCRIPTIONS: Mapping = _Descriptions()
+LABELS: Mapping = _Labels()
 
 
 def _refresh_default() -> None:
