@@ -59,6 +59,12 @@ def test_register_refuses_a_taken_name_and_a_metric_without_label():
     with pytest.raises(ConfigError, match="label"):
         register_metric(Metric("nolabel", "a metric", "", lambda ctx: {}))
     assert "nolabel" not in METRICS
+    # the default list enters cell keys: a metric added later cannot join it, and a built-in one stays
+    with pytest.raises(ConfigError, match="default=True is for built-in metrics"):
+        register_metric(Metric("late_default", "a metric", "late", lambda ctx: {}, default=True))
+    with pytest.raises(ConfigError, match="built in"):
+        unregister_metric("w2")
+    assert "late_default" not in METRICS and "w2" in METRICS
 
 
 def _mean_err(ctx) -> dict:
@@ -142,3 +148,24 @@ def test_shared_computations_run_once_per_cell(monkeypatch):
     row = run_cell(CellConfig(problem="gauss1d", solver="heun", nfe=8, n_samples=200))
     assert row["status"] == "ok" and calls == {"law": 1, "density": 1}
     assert {"w2_exact", "kl_exact", "tv_exact", "kl", "tv", "kl_se", "tv_se"} <= set(row)
+
+
+@pytest.mark.parametrize("solver,options,exact,density", [
+    ("heun", {}, True, True),  # deterministic and affine: exact law and change-of-variables density
+    ("ddim", {"eta": 1.0}, True, False),  # stochastic but affine: exact law; 1-D so KDE for kl / tv
+    ("pc", {}, False, False),  # batch-coupled corrector: no exact law
+])
+def test_applies_rules_read_solver_capabilities(solver, options, exact, density):
+    from sdebench.run import prepare
+
+    cfg = CellConfig(problem="gauss1d", solver=solver, nfe=12, solver_options=options)
+    problem, sde, spec, steps, grid, opts, t_end = prepare(cfg)
+    ctx = R.MetricContext(cfg=cfg, problem=problem, sde=sde, spec=spec, options=opts, grid=grid, t_end=t_end,
+                          x_T=None, x0=torch.zeros(10, 1), target=problem)
+    assert (METRICS["w2_exact"].check(ctx) is True) == exact == spec.affine(opts)
+    assert spec.deterministic(opts) == density
+    assert METRICS["kl"].check(ctx) is True  # density (ODE) or KDE (d <= 2)
+    assert METRICS["path_err"].check(ctx) == "needs an image problem or a guided cell"
+    assert [m.name for m in R.wanted_metrics(ctx)] == [
+        "w1", "w2", "sliced_w2", "emd_w2"] + (["w2_exact", "kl_exact", "tv_exact"] if exact else []) + ["kl", "tv",
+                                                                                                      "mmd"]

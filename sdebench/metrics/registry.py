@@ -127,6 +127,7 @@ class MetricContext:
 
 METRICS: dict[str, Metric] = {}
 DEFAULT_METRICS: tuple = ()
+_BUILTIN: frozenset = frozenset()  # the metrics of the family modules, set once they are loaded
 
 
 class _Descriptions(Mapping):
@@ -170,13 +171,19 @@ def register_metric(metric: Metric | None = None, /, **fields) -> Metric:
         raise ConfigError(f"metric {m.name!r} needs a name, a description and a label")
     if m.name in METRICS and METRICS[m.name] is not m:
         raise ConfigError(f"metric {m.name!r} is already registered")
+    if m.default and _BUILTIN:
+        # the default list is part of the key of every cell that runs it: only the built-in metrics are in it
+        raise ConfigError(f"metric {m.name!r}: default=True is for built-in metrics (the default list is part of "
+                          f"cell keys); name it with --metrics or a sweep's metrics list instead")
     METRICS[m.name] = m
     _refresh_default()
     return m
 
 
 def unregister_metric(name: str) -> None:
-    """Remove a metric (tests that register a throwaway one)."""
+    """Remove a metric registered after the built-in ones (tests that register a throwaway one)."""
+    if name in _BUILTIN:
+        raise ConfigError(f"metric {name!r} is built in and cannot be removed")
     METRICS.pop(name, None)
     _refresh_default()
 
@@ -238,8 +245,10 @@ def _load_families() -> None:
     # registry order: exact law, samples, density, stochastic, image, guided (the order of `sdebench list`)
     import importlib
 
+    global _BUILTIN
     for family in ("gaussian", "samples", "density", "stochastic", "images", "guided"):
         importlib.import_module(f"{__package__}.{family}")
+    _BUILTIN = frozenset(METRICS)
 
 
 _load_families()
