@@ -24,7 +24,7 @@ CFG at NFE 20 makes 10 model calls; a budget that is not a whole number of calls
 cannot split into steps, is a one-line error. The row's ``nfe`` is what the counter measured (equal to
 the budget for every fixed-grid solver); ``model_calls`` = nfe / cost.
 
-Ground truth (:func:`guided_metrics`):
+Ground truth (the guided metrics of :mod:`sdebench.metrics.guided`):
 (a) w = 0 CFG (w = 1 classifier) samples p(x | c) exactly in the limit: the sample metrics of the
     row are taken against the class-c sub-mixture;
 (b) for every w, the pathwise error ``path_err`` of an ODE solver against a tight-tolerance dopri5
@@ -58,7 +58,9 @@ __all__ = [
     "guided_score_fn",
     "guided_model",
     "reference_ode",
-    "guided_metrics",
+    "guidance_columns",
+    "class_mass_columns",
+    "path_err_columns",
     "exact_guided_law",
     "guided_ode_law",
     "gaussian_score_fn",
@@ -197,49 +199,57 @@ def _cached_reference(key, score_fn, sde, x_T, T, t_end):
     return _REF_CACHE[key]
 
 
-def guided_metrics(problem, sde, cfg, spec, options: dict, x_T: torch.Tensor, x_out: torch.Tensor,
-                   t_end: float, nfe: int) -> dict:
-    """Guidance columns of a row: cost bookkeeping, per-class mass (d) and pathwise error (b)."""
+def guidance_columns(cfg, nfe: int) -> dict:
+    """Cost bookkeeping of a row: ``guidance_cost``, ``model_calls`` (= nfe / cost), ``nfe_rule``."""
     guidance = getattr(cfg, "guidance", "none")
     batched = bool(getattr(cfg, "cfg_batched", False))
     cost = guidance_cost(guidance, batched)
-    row = {"guidance_cost": cost, "model_calls": nfe // cost, "nfe_rule": nfe_rule(guidance, batched)}
-    if guidance == "none":
-        return row
+    return {"guidance_cost": cost, "model_calls": nfe // cost, "nfe_rule": nfe_rule(guidance, batched)}
+
+
+def class_mass_columns(problem, sde, cfg, x_out: torch.Tensor, t_end: float) -> dict:
+    """(d) ``class_mass``: the fraction of samples the exact classifier puts in the target class,
+    ``class_masses`` per class, and ``class_mass_null`` on exact samples of p_{t_end}(x | c)."""
     from .problems.labelled import labelled
-    from .run import DEFAULT_METRICS
 
     lab = labelled(problem)
     c = int(cfg.class_label)
     x_out = x_out.to(torch.float64).cpu()
-    # both are computed when named, and by default (the caller left the default metric list)
-    wanted = set(cfg.metrics) | ({"class_mass", "path_err"} if tuple(cfg.metrics) == DEFAULT_METRICS else set())
-    if "class_mass" in wanted:
-        pred = lab.predict_class(x_out, t_end, sde)
-        row["class_mass"] = float((pred == c).double().mean())
-        row["class_masses"] = ",".join(f"{k}:{float((pred == k).double().mean()):.4f}" for k in lab.classes)
-        g = torch.Generator().manual_seed((1_000_003 * (cfg.seed + 1) + 7919 * 3) % 2**64)
-        null = lab.class_mixture(c).sample_t(x_out.shape[0], t_end, sde, generator=g)
-        row["class_mass_null"] = float((lab.predict_class(null, t_end, sde) == c).double().mean())
-    if "path_err" in wanted and spec.deterministic(options):
-        key = (cfg.problem, repr(sde), guidance, float(cfg.scale), c, cfg.seed, cfg.n_samples, cfg.init,
-               float(t_end), cfg.dtype)
-        score_fn = guided_score_fn(problem, sde, guidance, cfg.scale, c, "x0")
-        r = _cached_reference(key, score_fn, sde, x_T.to(torch.float64).cpu(), sde.T, t_end)
-        ref, check = r.x, r.x_check
-        if getattr(cfg, "final_denoise", False):  # compare with the denoised reference D_w(x_ref, t_end)
-            den = guided_model(problem, sde, guidance, cfg.scale, c, "x0").x0
-            t_e = torch.tensor(float(t_end), dtype=torch.float64)
-            ref, check = den(ref, t_e), den(check, t_e)
-        err = (x_out - ref).norm(dim=1)
-        row["path_err"] = float(torch.sqrt((err * err).mean()))
-        row["path_err_med"] = float(err.median())
-        row["path_err_max"] = float(err.max())
-        row["ref_nfe"] = int(r.nfe)
-        row["path_ref_rtol"] = r.rtol
-        # RMS of |x_check - x_ref| (check: dopri5 at 10x the tolerance): a conservative estimate of the
-        # reference's own error, in the unit of path_err
-        row["path_ref_err"] = float((check - ref).norm(dim=1).pow(2).mean().sqrt())
+    row: dict = {}
+    pred = lab.predict_class(x_out, t_end, sde)
+    row["class_mass"] = float((pred == c).double().mean())
+    row["class_masses"] = ",".join(f"{k}:{float((pred == k).double().mean()):.4f}" for k in lab.classes)
+    g = torch.Generator().manual_seed((1_000_003 * (cfg.seed + 1) + 7919 * 3) % 2**64)
+    null = lab.class_mixture(c).sample_t(x_out.shape[0], t_end, sde, generator=g)
+    row["class_mass_null"] = float((lab.predict_class(null, t_end, sde) == c).double().mean())
+    return row
+
+
+def path_err_columns(problem, sde, cfg, x_T: torch.Tensor, x_out: torch.Tensor, t_end: float) -> dict:
+    """(b) ``path_err`` (RMS of |x - x_ref|), ``path_err_med``, ``path_err_max`` and ``ref_nfe`` of a
+    deterministic solver against the dopri5 solve of the guided probability-flow ODE from the same x_T."""
+    guidance = getattr(cfg, "guidance", "none")
+    c = int(cfg.class_label)
+    x_out = x_out.to(torch.float64).cpu()
+    row: dict = {}
+    key = (cfg.problem, repr(sde), guidance, float(cfg.scale), c, cfg.seed, cfg.n_samples, cfg.init,
+           float(t_end), cfg.dtype)
+    score_fn = guided_score_fn(problem, sde, guidance, cfg.scale, c, "x0")
+    r = _cached_reference(key, score_fn, sde, x_T.to(torch.float64).cpu(), sde.T, t_end)
+    ref, check = r.x, r.x_check
+    if getattr(cfg, "final_denoise", False):  # compare with the denoised reference D_w(x_ref, t_end)
+        den = guided_model(problem, sde, guidance, cfg.scale, c, "x0").x0
+        t_e = torch.tensor(float(t_end), dtype=torch.float64)
+        ref, check = den(ref, t_e), den(check, t_e)
+    err = (x_out - ref).norm(dim=1)
+    row["path_err"] = float(torch.sqrt((err * err).mean()))
+    row["path_err_med"] = float(err.median())
+    row["path_err_max"] = float(err.max())
+    row["ref_nfe"] = int(r.nfe)
+    row["path_ref_rtol"] = r.rtol
+    # RMS of |x_check - x_ref| (check: dopri5 at 10x the tolerance): a conservative estimate of the
+    # reference's own error, in the unit of path_err
+    row["path_ref_err"] = float((check - ref).norm(dim=1).pow(2).mean().sqrt())
     return row
 
 

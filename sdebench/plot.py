@@ -24,15 +24,19 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .metrics.registry import LABELS
 
 __all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe", "solver_orders",
-           "seed_spread", "reference_accuracy", "METRIC_PREFERENCE"]
+           "seed_spread", "reference_accuracy", "METRIC_PREFERENCE", "labels"]
 
 # per problem, the first of these present (with finite values) is its headline error
 METRIC_PREFERENCE = ("w2_exact", "w2", "sliced_w2", "emd_w2", "kl_exact", "w1", "tv_exact")
-_LABELS = {"w2_exact": "exact W2", "kl_exact": "exact KL", "tv_exact": "TV", "w1": "W1 (exact 1-D)",
-           "w2": "W2 (exact 1-D)", "sliced_w2": "sliced W2", "emd_w2": "empirical W2 (POT)",
-           "path_err": "path error (RMS vs reference)"}
+_LABELS = LABELS  # metric name -> plot label: a live view of the metric registry
+
+
+def labels() -> dict:
+    """metric name -> plot label, from the metric registry (sdebench.metrics.registry)."""
+    return dict(LABELS)
 
 
 def load_results(path) -> tuple[pd.DataFrame, Path]:

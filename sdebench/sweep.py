@@ -43,7 +43,8 @@ from pathlib import Path
 import tomllib
 
 from .errors import MAX_SEED, ConfigError, NFEBudgetError
-from .run import DEFAULT_METRICS, METRICS, CellConfig, cell_budget, crn_base_steps
+from .metrics.registry import DEFAULT_METRICS, METRICS
+from .run import CellConfig, cell_budget, crn_base_steps
 
 __all__ = ["Sweep", "SolverEntry", "load_sweep", "parse_sweep", "cell_key", "config_to_dict", "config_from_dict",
            "KEY_LENGTH"]

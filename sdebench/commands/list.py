@@ -18,8 +18,8 @@ def _order(spec) -> str:
 
 
 def main(args) -> int:
+    from sdebench.metrics.registry import METRICS
     from sdebench.problems import PROBLEMS, describe
-    from sdebench.run import METRICS
     from sdebench.schedules import SCHEDULES
     from sdebench.sde import SDES
     from sdebench.solvers import SOLVERS
@@ -44,7 +44,7 @@ def main(args) -> int:
         for name, (_, desc) in SCHEDULES.items():
             print(f"  {name:26s} {desc}")
     if w in ("all", "metrics"):
-        print("METRICS")
-        for name, desc in METRICS.items():
-            print(f"  {name:26s} {desc}")
+        print("METRICS  (name, exact or estimated with its _se / _null columns: description)")
+        for name, m in METRICS.items():
+            print(f"  {name:26s} {m.kind():26s} {m.description}")
     return 0

@@ -192,3 +192,55 @@ def init_log_prob(problem, sde, init: str, x_T: torch.Tensor) -> torch.Tensor:
         d = x_T.shape[1]
         return -0.5 * (x_T**2).sum(1) / s**2 - d * math.log(s) - 0.5 * d * math.log(2 * math.pi)
     return problem.log_prob(x_T, torch.tensor(float(sde.T), dtype=torch.float64), sde)
+
+
+# ---- registry: kl and tv share one computation (the change-of-variables density, or the binned KDE) ---------
+def _kl_tv_applies(ctx):
+    if ctx.is_image:
+        return "not for image problems"
+    d = ctx.problem.d
+    if (ctx.spec.deterministic(ctx.options) and d <= MAX_DIM) or d <= 2:
+        return True
+    return f"needs a deterministic solver with d <= {MAX_DIM}, or d <= 2 (got d = {d})"
+
+
+def _kl_tv(ctx) -> dict:
+    def compute():
+        cfg, sde, target = ctx.cfg, ctx.sde, ctx.target
+        if ctx.spec.deterministic(ctx.options) and ctx.problem.d <= MAX_DIM:
+            logp0 = init_log_prob(ctx.cond, sde, cfg.init, ctx.x_T)
+            return density_metrics(ctx.solver, ctx.make_model(), ctx.x_T.to(torch.float64).cpu(), ctx.grid, sde,
+                                   logp0, target, nfe=ctx.nfe, options=ctx.options,
+                                   init_moments=init_moments(ctx.cond, sde, cfg.init))
+        from . import stochastic as st
+        from .nulls import null_columns, null_draws
+
+        a = st.kde_tv_kl(ctx.x0, target)
+        nulls = null_draws(target, ctx.n, "kde", lambda y: st.kde_tv_kl(y, target))
+        out = {"kl": a["kde_kl"], "tv": a["kde_tv"]}
+        out.update(null_columns("kl", [b["kde_kl"] for b in nulls]))
+        out.update(null_columns("tv", [b["kde_tv"] for b in nulls]))
+        return out
+
+    return ctx.shared("kl_tv", compute)
+
+
+def _part(name: str):
+    def compute(ctx) -> dict:
+        return {k: v for k, v in _kl_tv(ctx).items() if k.split("_")[0] == name}
+
+    return compute
+
+
+def _register() -> None:
+    from .registry import ESTIMATE, Metric, register_metric
+
+    common = dict(applies=_kl_tv_applies, has_se=True, has_null=True, default=True, stage=ESTIMATE, no_grad=False,
+                  problems=f"ODE solvers with d <= {MAX_DIM} (density); SDE solvers with d <= 2 (KDE)")
+    register_metric(Metric("kl", "KL(q || p): exact change-of-variables density for ODE solvers (d <= 64), binned "
+                           "KDE for SDE (d <= 2)", "KL", _part("kl"), **common))
+    register_metric(Metric("tv", "TV(q, p): exact change-of-variables density for ODE solvers (d <= 64), binned "
+                           "KDE for SDE (d <= 2)", "TV (estimated)", _part("tv"), **common))
+
+
+_register()

@@ -129,3 +129,76 @@ def tv(m1, S1, m2, S2, n: int = 200_000, seed: int = 0) -> tuple[float, float]:
         return tv_1d(float(torch.as_tensor(m1).reshape(-1)[0]), float(S1t),
                      float(torch.as_tensor(m2).reshape(-1)[0]), float(torch.as_tensor(S2).reshape(-1)[0])), 0.0
     return tv_mc(m1, S1, m2, S2, n=n, seed=seed)
+
+
+# ---- registry: the exact output law of an affine solver on a Gaussian target (sdebench.exact) ----------------
+def _exact_applies(ctx):
+    if ctx.is_image or not getattr(ctx.problem, "is_gaussian", False):
+        return "needs a Gaussian target"
+    if ctx.guided:
+        return "not for guided cells"
+    if not ctx.spec.affine(ctx.options):
+        return f"solver {ctx.cfg.solver!r} is not affine under these options"
+    return True
+
+
+def exact_law(ctx):
+    """(mean, cov) of the cell's output law, computed once per cell (w2_exact, kl_exact, tv_exact share it)."""
+
+    def law():
+        from sdebench.exact import output_gaussian
+        from sdebench.schedules import make_grid
+
+        from .density import init_moments
+
+        cfg, sde = ctx.cfg, ctx.sde
+        m_T, P_T = init_moments(ctx.problem, sde, cfg.init)
+        base = make_grid(sde, cfg.crn_steps, ctx.grid[-1].item(), cfg.schedule) if cfg.crn_steps else None
+        return output_gaussian(ctx.solver, ctx.make_model, sde, ctx.grid, m_T, P_T, nfe=ctx.nfe, options=ctx.options,
+                               base_grid=base)
+
+    mean, cov = ctx.shared("exact_law", law)
+    finite = bool(torch.isfinite(mean).all() and torch.isfinite(cov).all())
+    return mean, cov, ctx.target.means[0], ctx.target.covs[0], finite
+
+
+def _w2_exact(ctx) -> dict:
+    mean, cov, mu, S, finite = exact_law(ctx)
+    return {"w2_exact": w2(mean, cov, mu, S) if finite else math.nan}
+
+
+def _kl_exact(ctx) -> dict:
+    mean, cov, mu, S, finite = exact_law(ctx)
+    if not finite:
+        return {"kl_exact": math.nan}
+    try:
+        return {"kl_exact": kl(mean, cov, mu, S)}
+    except torch.linalg.LinAlgError:
+        return {"kl_exact": math.nan}
+
+
+def _tv_exact(ctx) -> dict:
+    mean, cov, mu, S, finite = exact_law(ctx)
+    if not finite:
+        return {"tv_exact": math.nan}
+    try:
+        v, se = tv(mean, cov, mu, S, seed=ctx.cfg.seed)
+    except (torch.linalg.LinAlgError, ValueError):
+        v, se = math.nan, math.nan
+    return {"tv_exact": v, "tv_exact_se": se}
+
+
+def _register() -> None:
+    from .registry import EXACT, Metric, register_metric
+
+    common = dict(applies=_exact_applies, problems="Gaussian targets, affine solvers, unguided", default=True,
+                  stage=EXACT, no_grad=True)
+    register_metric(Metric("w2_exact", "exact W2 of the solver's Gaussian output law vs the target (Gaussian targets "
+                           "only)", "exact W2", _w2_exact, exact=True, **common))
+    register_metric(Metric("kl_exact", "exact KL(output || target), stable for tiny errors (Gaussian targets only)",
+                           "exact KL", _kl_exact, exact=True, **common))
+    register_metric(Metric("tv_exact", "TV of the output law: exact in 1-D, Monte Carlo with std. error in d-D "
+                           "(Gaussian targets)", "TV", _tv_exact, exact=False, has_se=True, **common))
+
+
+_register()

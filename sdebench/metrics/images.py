@@ -228,7 +228,8 @@ _NULL_CACHE: dict = {}
 def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
     """``<name>_null`` / ``<name>_null_sd``: mean and sd of ``fn`` on ``NULL_DRAWS`` training subsets of size n
     (subset j uses the generator of seed j), cached per (problem, n, statistic, extra) for the process."""
-    from sdebench.run import NULL_DRAWS, _null_columns
+    from .nulls import NULL_DRAWS
+    from .nulls import null_columns as _null_columns
 
     key = (problem.name, len(problem.data.train), n, name, extra)
     if key not in _NULL_CACHE:
@@ -239,7 +240,7 @@ def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
 def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: float, kind: str, cfg) -> dict:
     """The metrics of one image cell: those of IMAGE_METRICS named in cfg.metrics (all but png when the
     caller left the default list)."""
-    from sdebench.run import DEFAULT_METRICS
+    from .registry import DEFAULT_METRICS
 
     wanted = [m for m in IMAGE_METRICS if m != "png"] if tuple(cfg.metrics) == tuple(DEFAULT_METRICS) else \
         [m for m in cfg.metrics if m in IMAGE_METRICS]
@@ -271,3 +272,32 @@ def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: floa
         name = f"{problem.name}_{sde.name}_{cfg.solver}{opts}_nfe{cfg.nfe}_seed{cfg.seed}.png"
         row["png"] = make_grid_png(x[:64], problem.shape, out_dir / name)
     return row
+
+
+# ---- registry: each image metric is one block of image_metrics, run under no_grad ---------------------------
+def image_metric(ctx, name: str) -> dict:
+    """The columns of image metric ``name`` for the cell of ``ctx`` (its block of :func:`image_metrics`)."""
+    from dataclasses import replace
+
+    with torch.no_grad():
+        return image_metrics(ctx.problem, ctx.x0, ctx.x_T, ctx.sde, ctx.t_end, ctx.kind,
+                             replace(ctx.cfg, metrics=(name,)))
+
+
+def _image_only(ctx):
+    return True if ctx.is_image else "needs an image problem"
+
+
+def _register() -> None:
+    from .registry import IMAGE, Metric, register_metric
+
+    register_metric(Metric("fd", "image problems: Frechet distance in a small classifier's features vs the held-out "
+                           "split", "Frechet distance (classifier features)", lambda ctx: image_metric(ctx, "fd"),
+                           applies=_image_only, has_null=True, problems="image problems", stage=IMAGE,
+                           default_when=lambda ctx: ctx.is_image))
+    register_metric(Metric("png", "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default "
+                           "runs/grids/)", "PNG grid", lambda ctx: image_metric(ctx, "png"), applies=_image_only,
+                           exact=True, problems="image problems", stage=IMAGE))
+
+
+_register()

@@ -163,3 +163,70 @@ def emd_w2(x: torch.Tensor, y: torch.Tensor) -> float:
     if log.get("result_code", 1) != 1:
         raise RuntimeError(f"POT emd did not converge (result_code={log.get('result_code')})")
     return math.sqrt(max(float(cost), 0.0))
+
+
+# ---- registry -----------------------------------------------------------------------------------------------
+def _w_1d(name: str, fn):
+    def compute(ctx) -> dict:
+        from .nulls import null_columns, null_draws
+
+        target = ctx.target
+        w, m, s = target.weights, target.means[:, 0], torch.sqrt(target.covs[:, 0, 0])
+        row = {name: fn(ctx.x0[:, 0], w, m, s)}
+        row.update(null_columns(name, null_draws(target, ctx.n, name, lambda y: fn(y[:, 0], w, m, s))))
+        return row
+
+    return compute
+
+
+def _one_d(ctx):
+    return True if not ctx.is_image and ctx.problem.d == 1 else "needs a 1-D problem"
+
+
+def _sliced_w2(ctx) -> dict:
+    if ctx.is_image:
+        from .images import image_metric
+
+        return image_metric(ctx, "sliced_w2")
+    from .nulls import null_columns, null_draws
+
+    target, seed = ctx.target, ctx.cfg.seed
+    row = {"sliced_w2": sliced_w2(ctx.x0, target, seed=seed)}
+    # the directions depend on the seed (1-D: a single direction, the same for every seed)
+    key = (seed if ctx.problem.d > 1 else 0,)
+    row.update(null_columns("sliced_w2", null_draws(target, ctx.n, "sliced_w2",
+                                                    lambda y: sliced_w2(y, target, seed=seed), extra=key)))
+    return row
+
+
+def _emd_applies(ctx):
+    if ctx.is_image:
+        return "not for image problems"
+    return True if ctx.n <= 10_000 else "needs n <= 10,000 samples"
+
+
+def _emd_w2(ctx) -> dict:
+    from .nulls import null_columns, null_draws, target_sample
+
+    row = {"emd_w2": emd_w2(ctx.x0, target_sample(ctx.target, ctx.n, ctx.cfg.seed, stream=2))}
+    row.update(null_columns("emd_w2", null_draws(ctx.target, ctx.n, "emd_w2", emd_w2, paired=True)))
+    return row
+
+
+def _register() -> None:
+    from .registry import SAMPLE, Metric, register_metric
+
+    common = dict(has_null=True, default=True, stage=SAMPLE)
+    register_metric(Metric("w1", "exact W1 between the 1-D samples and the target (quantile function)",
+                           "W1 (exact 1-D)", _w_1d("w1", w1_exact), applies=_one_d, problems="1-D", **common))
+    register_metric(Metric("w2", "exact W2 between the 1-D samples and the target (quantile function)",
+                           "W2 (exact 1-D)", _w_1d("w2", w2_exact_1d), applies=_one_d, problems="1-D", **common))
+    register_metric(Metric("sliced_w2", "sliced W2, exact 1-D projections of the target, 32 fixed directions",
+                           "sliced W2", _sliced_w2, problems="any (images: 64 directions vs the held-out split)",
+                           **common))
+    register_metric(Metric("emd_w2", "W2 between the samples and an independent target sample (POT, n <= 10,000)",
+                           "empirical W2 (POT)", _emd_w2, applies=_emd_applies, problems="analytic, n <= 10,000",
+                           **common))
+
+
+_register()

@@ -293,3 +293,69 @@ def mode_masses(x: torch.Tensor, mix) -> list[dict]:
                     "hard_mass": int(hard[k]) / n, "ci_lo": lo, "ci_hi": hi,
                     "covered": bool(lo <= float(mix.weights[k]) <= hi)})
     return out
+
+
+# ---- registry -----------------------------------------------------------------------------------------------
+def _analytic(ctx):
+    return True if not ctx.is_image else "not for image problems"
+
+
+def _mmd(ctx) -> dict:
+    from .nulls import null_columns, null_draws
+
+    target = ctx.target
+    a = mmd(ctx.x0, target)
+    row = {"mmd": a["mmd"], "mmd_se": a["mmd_se"]}
+    row.update(null_columns("mmd", null_draws(target, ctx.n, "mmd", lambda y: math.sqrt(abs(mmd(y, target)["mmd2"])))))
+    return row
+
+
+def _mode_mass_applies(ctx):
+    if ctx.is_image:
+        return "not for image problems"
+    return True if ctx.target.K >= 2 else "needs a mixture with K >= 2 modes"
+
+
+def _mode_mass(ctx) -> dict:
+    from .nulls import null_columns, null_draws
+
+    target = ctx.target
+    a = mode_mass_error(ctx.x0, target)
+    row = {"mode_mass": a["mode_mass"], "mode_mass_se": a["mode_mass_se"]}
+    row.update(null_columns("mode_mass", null_draws(target, ctx.n, "mode_mass",
+                                                    lambda y: mode_mass_error(y, target)["mode_mass"])))
+    return row
+
+
+def _sinkhorn_applies(ctx):
+    if ctx.is_image:
+        return "not for image problems"
+    return True if ctx.n <= 10_000 else "needs n <= 10,000 samples"
+
+
+def _sinkhorn(ctx) -> dict:
+    from .nulls import null_columns, null_draws, target_sample
+
+    target, n = ctx.target, ctx.n
+    reg = sinkhorn_reg(target)
+    row = {"sinkhorn": sinkhorn(ctx.x0, target_sample(target, n, ctx.cfg.seed, stream=2), reg)}
+    row.update(null_columns("sinkhorn", null_draws(target, n, "sinkhorn", lambda y, r: sinkhorn(y, r, reg),
+                                                   paired=True)))
+    return row
+
+
+def _register() -> None:
+    from .registry import ESTIMATE, Metric, register_metric
+
+    register_metric(Metric("mmd", "MMD, Gaussian kernel, closed-form kernel mean against the mixture (unbiased, any d)",
+                           "MMD", _mmd, applies=_analytic, has_se=True, has_null=True, default=True, stage=ESTIMATE,
+                           problems="analytic, any d"))
+    register_metric(Metric("sinkhorn", "debiased Sinkhorn divergence vs an independent target sample (POT, "
+                           "n <= 10,000)", "Sinkhorn divergence", _sinkhorn, applies=_sinkhorn_applies, has_null=True,
+                           stage=ESTIMATE, problems="analytic, n <= 10,000"))
+    register_metric(Metric("mode_mass", "max over modes of |sampled mass - weight| (responsibilities; mixtures with "
+                           "K >= 2)", "mode mass error", _mode_mass, applies=_mode_mass_applies, has_se=True,
+                           has_null=True, default=True, stage=ESTIMATE, problems="mixtures with K >= 2"))
+
+
+_register()

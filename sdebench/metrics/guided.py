@@ -1,0 +1,54 @@
+"""Guided-cell metrics (class_mass) and the pathwise error path_err (guided cells: against the dopri5 solve of
+the guided probability-flow ODE, :mod:`sdebench.guidance`; image cells: against a dopri5 solve with the same
+network, :mod:`sdebench.metrics.images`)."""
+
+from __future__ import annotations
+
+from .registry import GUIDED, Metric, register_metric
+
+__all__ = []
+
+
+def _class_mass_applies(ctx):
+    return True if ctx.guided and not ctx.is_image else "needs a guided cell"
+
+
+def _class_mass(ctx) -> dict:
+    from sdebench.guidance import class_mass_columns
+
+    return class_mass_columns(ctx.problem, ctx.sde, ctx.cfg, ctx.x0, ctx.t_end)
+
+
+def _path_err_applies(ctx):
+    if ctx.is_image:
+        if getattr(ctx.cfg, "final_denoise", False):
+            # the reference is the ODE solution at t_end, not its denoised value
+            return "not with final_denoise on image problems"
+        return True if ctx.kind == "ode" else "needs a deterministic solver"
+    if not ctx.guided:
+        return "needs an image problem or a guided cell"
+    return True if ctx.spec.deterministic(ctx.options) else "needs a deterministic solver"
+
+
+def _path_err(ctx) -> dict:
+    if ctx.is_image:
+        from .images import image_metric
+
+        return image_metric(ctx, "path_err")
+    from sdebench.guidance import path_err_columns
+
+    return path_err_columns(ctx.problem, ctx.sde, ctx.cfg, ctx.x_T, ctx.x0, ctx.t_end)
+
+
+register_metric(Metric("class_mass", "guided cells: fraction of samples the exact classifier puts in the target class "
+                       "(+ null)", "target-class mass", _class_mass, applies=_class_mass_applies, has_null=True,
+                       columns=("class_masses",), problems="labelled mixtures, guided cells", stage=GUIDED,
+                       default_when=lambda ctx: ctx.guided))
+register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol "
+                       "1e-8; guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10); rows carry path_ref_rtol and "
+                       "path_ref_err, the reference's distance to a 10x looser check solve (a conservative estimate "
+                       "of its own error)", "path error (RMS vs reference)",
+                       _path_err, applies=_path_err_applies, columns=("path_err_med", "path_err_max", "ref_nfe",
+                                                                     "path_ref_nfe", "path_ref_rtol", "path_ref_err"),
+                       problems="image problems and guided cells, deterministic solvers", stage=GUIDED,
+                       default_when=lambda ctx: ctx.is_image or ctx.guided))
