@@ -44,10 +44,9 @@ register_metric(Metric("class_mass", "guided cells: fraction of samples the exac
                        "(+ null)", "target-class mass", _class_mass, applies=_class_mass_applies, has_null=True,
                        columns=("class_masses",), problems="labelled mixtures, guided cells", stage=GUIDED,
                        default_when=lambda ctx: ctx.guided))
-register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: per pixel, rtol "
-                       "1e-8; guided cells: RMS of |x - x_ref|, rtol = atol = 1e-10); rows carry path_ref_rtol and "
-                       "path_ref_err, the reference's distance to a 10x looser check solve (a conservative estimate "
-                       "of its own error)", "path error (RMS vs reference)",
+register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: rtol 1e-8; "
+                       "guided: 1e-10); path_ref_err: its own error",
+                       "path error (RMS vs reference)",
                        _path_err, applies=_path_err_applies, columns=("path_err_med", "path_err_max", "ref_nfe",
                                                                      "path_ref_nfe", "path_ref_rtol", "path_ref_err"),
                        problems="image problems and guided cells, deterministic solvers", stage=GUIDED,
