@@ -320,6 +320,8 @@ def gaussian_figure(g: pd.DataFrame, path: str) -> None:
 
 def replot(cfg: dict, stem: str, fig_path: str) -> list:
     """Redraw the figures from the stored rows (``<stem>.csv``, ``<stem>_gaussian.csv``); runs nothing."""
+    import pandas as pd
+
     rows = Path(f"{stem}.csv")
     if not rows.is_file():
         raise ConfigError(f"--replot needs the sweep's rows; {str(rows)!r} does not exist")
