@@ -336,7 +336,7 @@ def guided_section(df: pd.DataFrame, fig_path: str) -> str:
             med = r["path_err_med"].get(scales[-1], float("nan")) if "path_err_med" in r else float("nan")
             lines.append(f"| {s} | " + " | ".join(_gfmt(v) for v in vals) + f" | {_gfmt(ratio)} | {_gfmt(med)} |")
         lines.append("")
-    if "class_mass" in ok:
+    if "class_mass" in ok and len(ok):
         lines.append("**Mass in the target class** (exact classifier at t_end; null on exact p(x | c) samples: "
                      f"{_gfmt(ok['class_mass_null'].iloc[0])})")
         lines.append("")
@@ -436,7 +436,7 @@ def guided_figures(df: pd.DataFrame, fig_dir, gaussian: pd.DataFrame | None = No
                            f"{cfg['problem']} class {cfg['class_label']}, CFG, {cfg['sde']}, {cfg['schedule']} "
                            f"grid, mean over seeds {', '.join(str(x) for x in sorted(ok['seed'].unique()))} "
                            "(band: min..max)", raw=ok)]
-    if gaussian is not None:
+    if gaussian is not None and len(gaussian):
         g = gaussian if "nfe" in gaussian else gaussian.assign(nfe=gaussian["model_calls"])
         out.append(plot_error_vs_w(g, Path(fig_dir) / GAUSSIAN_FIGURE,
                                    "exact Gaussian analogue: component of the class vs moment-matched target",
@@ -449,10 +449,10 @@ def guided_report_lines(df: pd.DataFrame, manifest: dict | None, figures: bool, 
     from .plot import GAUSSIAN_FIGURE, GUIDED_FIGURE
 
     df = _guided_rows(df, manifest)
-    if figures:
+    if figures and (df["status"] == "ok").any():
         guided_figures(df, out_dir / "figures", gaussian)
     text = guided_section(df, f"figures/{GUIDED_FIGURE}")
-    if gaussian is not None:
+    if gaussian is not None and len(gaussian):
         text += "\n" + gaussian_section(gaussian, _guided_cfg(df), f"figures/{GAUSSIAN_FIGURE}")
     return text.splitlines()
 
@@ -470,6 +470,8 @@ def store_gaussian(df: pd.DataFrame, root, manifest: dict | None, fresh: bool = 
     """The Gaussian analogue of a guided store whose sweep file sets ``gaussian_analogue = true``: read from
     ``root/results_gaussian.csv``, or (``fresh``, or the file missing) computed from the rows and saved there."""
     if not (manifest or {}).get("report", {}).get("gaussian_analogue") or not is_guided(df):
+        return None
+    if not (df["status"] == "ok").any():
         return None
     path = Path(root) / GAUSSIAN_TABLE
     if not fresh and path.is_file():

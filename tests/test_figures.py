@@ -174,6 +174,17 @@ def test_guidance_replot_redraws_from_the_rows_without_running(tmp_path):
     assert main(["report", str(tmp_path / "missing.csv")]) == 2
 
 
+def test_guided_report_of_failed_cells_lists_them_without_figures(tmp_path):
+    from pathlib import Path
+
+    from sdebench.report import write_report
+
+    df = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "guidance.csv")
+    df["status"], df["error"] = "error", "boom"
+    text = write_report(df, tmp_path).read_text()
+    assert text.count("boom") == len(df) == 270 and not (tmp_path / "figures").exists()
+
+
 def test_guidance_replot_reads_the_committed_tables(tmp_path):
     # `sdebench report` redraws the committed guidance figures and section from results/guidance.csv, with
     # results/guidance_gaussian.csv (which predates the nfe column: batched CFG, NFE = model calls) beside it
