@@ -326,3 +326,56 @@ def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str 
         plt.close(g.figure)
         paths.append(path)
     return paths
+
+
+# ---- guided sweeps: error against the guidance scale w ---------------------------------------------------
+
+# the w axis is symlog (linear on [0, 1], logarithmic above): w = 0 cannot go on a log axis, and the
+# guidance sweep's scales (0, 1, 3, 7, 15) are spaced roughly geometrically
+W_AXIS_LABEL = "guidance scale w (symlog axis: linear for w \u2264 1, log above)"
+GUIDED_FIGURE = "guidance_error_vs_w.png"
+GAUSSIAN_FIGURE = "guidance_gaussian_w2_vs_w.png"
+
+
+def plot_error_vs_w(df: pd.DataFrame, path, title: str, value: str = "path_err",
+                    ylabel: str = "RMS pathwise error vs dopri5 (tol 1e-10)", raw: pd.DataFrame | None = None) -> Path:
+    """One panel per NFE, one line per solver (``df``: one row per solver, NFE and w, e.g. the mean over
+    seeds); band = min..max over seeds when ``raw`` (the per-seed rows) holds several seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    nfes = sorted(df["nfe"].unique())
+    fig, axes = plt.subplots(1, len(nfes), figsize=(4.6 * len(nfes), 4.0), sharey=True)
+    axes = [axes] if len(nfes) == 1 else list(axes)
+    solvers = list(dict.fromkeys(df["solver"]))
+    markers = "osD^v<>p"
+    for ax, nfe in zip(axes, nfes):
+        sub = df[df["nfe"] == nfe]
+        for i, s in enumerate(solvers):
+            r = sub[sub["solver"] == s].sort_values("scale")
+            line = ax.plot(r["scale"], r[value], marker=markers[i % len(markers)], label=s)[0]
+            if raw is not None and raw["seed"].nunique() > 1:
+                rr = raw[(raw["nfe"] == nfe) & (raw["solver"] == s)].groupby("scale")[value]
+                ax.fill_between(rr.min().index, rr.min().values, rr.max().values, color=line.get_color(),
+                                alpha=0.15, linewidth=0)
+        ax.set_xscale("symlog", linthresh=1.0, linscale=1.0)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted(df["scale"].unique()))
+        ax.set_xticklabels([f"{w:g}" for w in sorted(df["scale"].unique())])
+        ax.xaxis.set_minor_locator(NullLocator())  # grid lines only at the labelled w values
+        ax.set_xlabel(W_AXIS_LABEL)
+        ax.set_title(f"NFE {nfe}")
+        ax.grid(True, which="major", axis="x", alpha=0.3)
+        ax.grid(True, which="both", axis="y", alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
 from .plot import _LABELS, solver_orders, with_primary
 from .stats import bootstrap_mean_ci, fit_order
 
-__all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS"]
+__all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
+           "guided_section", "gaussian_table", "gaussian_section", "guided_figures"]
 
 DEFAULT_TOLS = (1e-1, 1e-2, 1e-3)
 FLOOR_FACTOR = 3.0
@@ -181,17 +183,23 @@ SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the Monte Carlo floor (<metr
 
 
 def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = True,
-                 title: str = "sdebench report", manifest: dict | None = None) -> Path:
+                 title: str = "sdebench report", manifest: dict | None = None,
+                 gaussian: pd.DataFrame | None = None) -> Path:
     """Write ``out_dir/report.md`` (and figures); ``manifest`` (the store's manifest.json) adds how many
-    of the sweep's cells are present."""
+    of the sweep's cells are present. Rows of a guided sweep (:func:`is_guided`) get the error-vs-w
+    section and figure instead of the error-vs-NFE ones, plus the exact Gaussian analogue's table and
+    figure when ``gaussian`` (:func:`gaussian_table`) is given."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tols = tuple(tol) if tol else DEFAULT_TOLS
-    data = with_primary(df)
     lines = [f"# {title}", ""]
     lines += _completeness(df, manifest)
     lines += _provenance(df)
     lines.append("")
+    if is_guided(df):
+        lines += guided_report_lines(df, manifest, figures, out_dir, gaussian)
+        return _write(out_dir, lines)
+    data = with_primary(df)
     lines.append("Errors are the mean over seeds with a bootstrap 95% CI over seeds where the seeds differ "
                  "(exact metrics are identical for every seed: no CI); `*` = below 3x the "
                  "Monte Carlo floor (the same statistic between two target samples). Exact metrics "
@@ -227,8 +235,249 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
             lines.append("")
             keep = [c for c in ("problem", "sde", "label", "nfe", "seed", "status", "error") if c in bad.columns]
             lines.append(_md(bad[keep].head(50)))
-    path = out_dir / "report.md"
+    return _write(out_dir, lines)
+
+
+def _write(out_dir: Path, lines: list[str]) -> Path:
     from .io import write_text
 
+    path = out_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+# ---- guided sweeps: error against the guidance scale w (sweeps/guidance.toml) ------------------------------
+
+GUIDED_KEY = ["solver", "nfe", "scale"]  # nfe: the counted budget (= model_calls x guidance_cost)
+_NFE_RULE = {True: "batched: 1 per guided call, so NFE = model calls",
+             False: "unbatched: 2 per guided call, so NFE = 2 x model calls"}
+
+
+def is_guided(df: pd.DataFrame) -> bool:
+    """Rows of a guided sweep: guided cells at several guidance scales w."""
+    return ("scale" in df.columns and "guidance" in df.columns and (df["guidance"].astype(str) != "none").any()
+            and df["scale"].nunique() > 1)
+
+
+def _gfmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.3g}"
+
+
+def _guided_rows(df: pd.DataFrame, manifest: dict | None = None) -> pd.DataFrame:
+    """The rows in expansion order (the manifest's key order; a table's own order otherwise), with ``nfe``
+    the counted budget (rows written before it was: batched CFG, NFE = model calls)."""
+    if "nfe" not in df:
+        df = df.assign(nfe=df["model_calls"])
+    if manifest and manifest.get("keys") and "cell_key" in df.columns:
+        pos = {k: i for i, k in enumerate(manifest["keys"])}
+        df = df.assign(_pos=df["cell_key"].map(pos)).sort_values("_pos", kind="stable").drop(columns="_pos")
+    return df.reset_index(drop=True)
+
+
+def _guided_cfg(df: pd.DataFrame) -> dict:
+    """The guided sweep's common settings, read from its rows."""
+    r = df.iloc[0]
+    t_end = r.get("t_end")
+    return {"problem": r["problem"], "class_label": int(r["class_label"]), "sde": r["sde"],
+            "schedule": r["schedule"], "t_end": 1e-3 if t_end is None or pd.isna(t_end) else float(t_end),
+            "guidance": r["guidance"], "cfg_param": r.get("cfg_param", "eps"),
+            "cfg_batched": str(r.get("cfg_batched", False)) in ("True", "true", "1", "1.0")}
+
+
+def guided_aggregate(ok: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every numeric column, one row per (solver, NFE, w), solver order kept."""
+    return ok.groupby(GUIDED_KEY, sort=False).mean(numeric_only=True).reset_index()
+
+
+def guided_section(df: pd.DataFrame, fig_path: str) -> str:
+    """The guided sweep's report section: pathwise error per NFE against w, mass in the target class,
+    the full metric set at w = 0, and which solver holds its accuracy as w grows (from the rows)."""
+    cfg = _guided_cfg(df)
+    raw = df[df["status"] == "ok"]
+    ok = guided_aggregate(raw)
+    seeds = sorted(raw["seed"].unique()) if len(raw) else []
+    lines = [f"## Guided sampling: error vs guidance scale ({cfg['problem']}, class {cfg['class_label']})", ""]
+    lines.append(
+        f"CFG ({cfg['cfg_param']} parametrization, NFE = the counted budget of network evaluations, "
+        f"{_NFE_RULE[cfg['cfg_batched']]}), "
+        f"SDE {cfg['sde']}, {cfg['schedule']} grid to t_end = {cfg['t_end']}, "
+        f"x_T ~ p_T(x | c) exact, {int(ok['n_samples'].iloc[0]) if len(ok) else '?'} samples per cell, seeds "
+        f"{', '.join(str(x) for x in seeds)} (tables: mean over seeds). Error = RMS over samples of "
+        f"|x_solver - x_ref|, x_ref = dopri5 (rtol = atol = 1e-10) on the guided probability-flow ODE from the "
+        f"same x_T. Figure: `{fig_path}`."
+    )
+    lines.append("")
+    if len(seeds) > 1:
+        ratio = raw.groupby(GUIDED_KEY)["path_err"].agg(lambda v: v.max() / v.min())
+        worst = ratio.idxmax()
+        lines.append(f"Seed spread of path_err (max / min over seeds, per cell): median {_gfmt(ratio.median())}, "
+                     f"largest {_gfmt(ratio.max())} ({worst[0]}, NFE {worst[1]}, w = {worst[2]:g}).")
+        lines.append("")
+    bad = df[df["status"] != "ok"]
+    for _, r in bad.iterrows():
+        lines.append(f"- {r['solver']} NFE {r['nfe']} w = {r['scale']:g}: {r['status']} ({r.get('error', '')})")
+    if len(bad):
+        lines.append("")
+    scales = sorted(ok["scale"].unique())
+    for nfe in sorted(ok["nfe"].unique()):
+        sub = ok[ok["nfe"] == nfe]
+        lines.append(f"**Pathwise error at NFE {nfe}** (ratio = error at w = {scales[-1]:g} / error at w = "
+                     f"{scales[0]:g})")
+        lines.append("")
+        lines.append("| solver | " + " | ".join(f"w = {w:g}" for w in scales)
+                     + f" | ratio | median at w = {scales[-1]:g} |")
+        lines.append("|---|" + "---|" * (len(scales) + 2))
+        for s in dict.fromkeys(sub["solver"]):
+            r = sub[sub["solver"] == s].set_index("scale")
+            vals = [r["path_err"].get(w, float("nan")) for w in scales]
+            ratio = vals[-1] / vals[0] if vals[0] > 0 else float("nan")
+            med = r["path_err_med"].get(scales[-1], float("nan")) if "path_err_med" in r else float("nan")
+            lines.append(f"| {s} | " + " | ".join(_gfmt(v) for v in vals) + f" | {_gfmt(ratio)} | {_gfmt(med)} |")
+        lines.append("")
+    if "class_mass" in ok and len(ok):
+        lines.append("**Mass in the target class** (exact classifier at t_end; null on exact p(x | c) samples: "
+                     f"{_gfmt(ok['class_mass_null'].iloc[0])})")
+        lines.append("")
+        lines.append("| NFE | solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")
+        lines.append("|---|---|" + "---|" * len(scales))
+        for nfe in sorted(ok["nfe"].unique()):
+            sub = ok[ok["nfe"] == nfe]
+            for s in dict.fromkeys(sub["solver"]):
+                r = sub[sub["solver"] == s].set_index("scale")["class_mass"]
+                lines.append(f"| {nfe} | {s} | " + " | ".join(_gfmt(r.get(w, float('nan'))) for w in scales) + " |")
+        lines.append("")
+    w0 = ok[ok["scale"] == 0]
+    cols = [c for c in ("sliced_w2", "emd_w2", "kl", "tv", "mmd", "mode_mass") if c in w0 and w0[c].notna().any()]
+    if len(w0) and cols:
+        lines.append("**w = 0 (conditional sampling of p(x | c)): full metric set against p_{t_end}(x | c)** "
+                     "(null = the same statistic on exact samples)")
+        lines.append("")
+        lines.append("| solver | NFE | " + " | ".join(f"{c} (null)" for c in cols) + " |")
+        lines.append("|---|---|" + "---|" * len(cols))
+        for _, r in w0.sort_values(["solver", "nfe"]).iterrows():
+            cells_ = [f"{_gfmt(r[c])} ({_gfmt(r.get(c + '_null'))})" for c in cols]
+            lines.append(f"| {r['solver']} | {r['nfe']} | " + " | ".join(cells_) + " |")
+        lines.append("")
+    lines.extend(closing_note(ok, scales))
+    return "\n".join(lines) + "\n"
+
+
+def closing_note(ok: pd.DataFrame, scales) -> list:
+    """Which solver holds its accuracy best as w grows, with the numbers (measured, from the rows)."""
+    if ok.empty or len(scales) < 2:
+        return []
+    out = ["**Which solver holds its accuracy as w grows** (ranked by RMS pathwise error; generated from the rows)",
+           ""]
+    for nfe in sorted(ok["nfe"].unique()):
+        piv = ok[ok["nfe"] == nfe].pivot_table(index="solver", columns="scale", values="path_err")
+        parts = []
+        for w in scales[1:]:
+            if w not in piv:
+                continue
+            col = piv[w].dropna().sort_values()
+            parts.append(f"w = {w:g}: " + " < ".join(f"{s} {_gfmt(v)}" for s, v in col.items()))
+        best = piv[scales[-1]].idxmin()
+        out.append(f"- NFE {nfe}: best at w = {scales[-1]:g} is {best} ({_gfmt(piv.loc[best, scales[-1]])}, "
+                   f"{_gfmt(piv.loc[best, scales[0]])} at w = {scales[0]:g}). " + "; ".join(parts) + ".")
+    out.append("")
+    return out
+
+
+def gaussian_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The exact Gaussian analogue (:func:`sdebench.guidance.gaussian_analogue_rows`) of a guided sweep's
+    rows: the same problem, class, SDE, grid, scales, NFE budgets and (ok) solvers."""
+    from .guidance import gaussian_analogue_rows
+
+    df = _guided_rows(df)
+    cfg = _guided_cfg(df)
+    ok = df[df["status"] == "ok"]
+    return gaussian_analogue_rows(cfg["problem"], cfg["class_label"], sorted(df["scale"].unique()),
+                                  sorted(int(n) for n in df["nfe"].unique()), list(dict.fromkeys(ok["solver"])),
+                                  sde=cfg["sde"], t_end=cfg["t_end"], schedule=cfg["schedule"],
+                                  guidance=cfg["guidance"], cfg_batched=cfg["cfg_batched"])
+
+
+def gaussian_section(g: pd.DataFrame, cfg: dict, fig_path: str) -> str:
+    if "nfe" not in g:  # tables written before the nfe column (batched CFG: NFE = model calls)
+        g = g.assign(nfe=g["model_calls"])
+    scales = sorted(g["scale"].unique())
+    lines = ["### Exact Gaussian analogue (ground truth (c))", "",
+             f"Conditional = the first Gaussian component of class {cfg['class_label']} "
+             f"of {cfg['problem']}, unconditional = the moment-matched Gaussian of the "
+             "whole target: the guided score is affine, so each solver's output law is exact "
+             "(sdebench.exact.output_gaussian) and so is the guided ODE law (moment ODEs, dopri5 at 1e-11). "
+             f"Entry = W2(output law, exact guided law) / sqrt(E|x|^2 under the exact law). Figure: `{fig_path}`.", ""]
+    for nfe in sorted(g["nfe"].unique()):
+        sub = g[g["nfe"] == nfe]
+        lines.append(f"**Relative exact W2 at NFE {nfe}**")
+        lines.append("")
+        lines.append("| solver | " + " | ".join(f"w = {w:g}" for w in scales) + " |")
+        lines.append("|---|" + "---|" * len(scales))
+        for s in dict.fromkeys(sub["solver"]):
+            r = sub[sub["solver"] == s].set_index("scale")["w2_rel"]
+            lines.append(f"| {s} | " + " | ".join(_gfmt(r.get(w, float("nan"))) for w in scales) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def guided_figures(df: pd.DataFrame, fig_dir, gaussian: pd.DataFrame | None = None) -> list[Path]:
+    """The error-vs-w figure of a guided sweep (mean over seeds, band min..max) and, with ``gaussian``,
+    the exact Gaussian analogue's; written to ``fig_dir``."""
+    from .plot import GAUSSIAN_FIGURE, GUIDED_FIGURE, plot_error_vs_w
+
+    df = _guided_rows(df)
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        raise ConfigError("results hold no rows with status 'ok'")
+    cfg = _guided_cfg(ok)
+    out = [plot_error_vs_w(guided_aggregate(ok), Path(fig_dir) / GUIDED_FIGURE,
+                           f"{cfg['problem']} class {cfg['class_label']}, CFG, {cfg['sde']}, {cfg['schedule']} "
+                           f"grid, mean over seeds {', '.join(str(x) for x in sorted(ok['seed'].unique()))} "
+                           "(band: min..max)", raw=ok)]
+    if gaussian is not None and len(gaussian):
+        g = gaussian if "nfe" in gaussian else gaussian.assign(nfe=gaussian["model_calls"])
+        out.append(plot_error_vs_w(g, Path(fig_dir) / GAUSSIAN_FIGURE,
+                                   "exact Gaussian analogue: component of the class vs moment-matched target",
+                                   value="w2_rel", ylabel="W2(output, exact guided law) / RMS size"))
+    return out
+
+
+def guided_report_lines(df: pd.DataFrame, manifest: dict | None, figures: bool, out_dir: Path,
+                        gaussian: pd.DataFrame | None) -> list[str]:
+    from .plot import GAUSSIAN_FIGURE, GUIDED_FIGURE
+
+    df = _guided_rows(df, manifest)
+    if figures and (df["status"] == "ok").any():
+        guided_figures(df, out_dir / "figures", gaussian)
+    text = guided_section(df, f"figures/{GUIDED_FIGURE}")
+    if gaussian is not None and len(gaussian):
+        text += "\n" + gaussian_section(gaussian, _guided_cfg(df), f"figures/{GAUSSIAN_FIGURE}")
+    return text.splitlines()
+
+
+GAUSSIAN_TABLE = "results_gaussian.csv"  # the Gaussian analogue rows, beside a store's results.csv
+
+
+def read_gaussian(path) -> pd.DataFrame | None:
+    """A saved Gaussian analogue table, or None where there is none."""
+    p = Path(path)
+    return pd.read_csv(p) if p.is_file() else None
+
+
+def store_gaussian(df: pd.DataFrame, root, manifest: dict | None, fresh: bool = False) -> pd.DataFrame | None:
+    """The Gaussian analogue of a guided store whose sweep file sets ``gaussian_analogue = true``: read from
+    ``root/results_gaussian.csv``, or (``fresh``, or the file missing) computed from the rows and saved there."""
+    if not (manifest or {}).get("report", {}).get("gaussian_analogue") or not is_guided(df):
+        return None
+    if not (df["status"] == "ok").any():
+        return None
+    path = Path(root) / GAUSSIAN_TABLE
+    if not fresh and path.is_file():
+        return read_gaussian(path)
+    from .io import write_table
+
+    g = gaussian_table(df)
+    write_table(g, path)
+    return g

@@ -147,10 +147,13 @@ class Store:
         atomic_write_text(p, json.dumps(doc, sort_keys=True))
         return p
 
-    def write_manifest(self, sweep_name: str, keys: list[str], skipped: list, source: str = "") -> None:
+    def write_manifest(self, sweep_name: str, keys: list[str], skipped: list, source: str = "",
+                       report: dict | None = None) -> None:
         doc = {"format": "sdebench-manifest", "schema": SCHEMA_VERSION, "sweep": sweep_name, "source": source,
                "cells": len(keys), "keys": keys,
                "skipped": [dict(zip(("problem", "sde", "solver", "nfe", "reason"), s)) for s in skipped]}
+        if report:  # report options of the sweep file (gaussian_analogue)
+            doc["report"] = report
         atomic_write_text(self.root / "manifest.json", json.dumps(doc, indent=1))
 
     def manifest(self) -> dict | None:

@@ -15,13 +15,19 @@ A sweep file (see ``sweeps/quick.toml``)::
     solvers = ["em", "heun"]           # names, "all", or tables (below)
     # optional: t_end, T, init, dtype, device, reference, crn (default true), skip_incompatible,
     # final_denoise (default false: output D(x, t_end), the x0 prediction, as the budget's last model call)
+    # guided sampling (labelled targets, see docs/guidance.md): guidance = "cfg" | "classifier",
+    # scales = [0, 1, 3] (the guidance scales w, one cell each), class_label, cfg_param ("eps" | "x0"),
+    # cfg_batched (default false), metrics_w0 ("default" or a list: the metrics of the w = 0 cells),
+    # gaussian_analogue (default false: the report adds the exact Gaussian analogue table and figure)
 
     [[solvers]]                        # a solver with options; label names it in tables and plots
     name = "ddim"
     options = { eta = 0.5 }
     label = "ddim-eta0.5"
 
-Every (problem, sde, solver, schedule, nfe, seed) combination is one cell. Names are validated when
+Every (problem, sde, solver, schedule, nfe, scale, seed) combination is one cell. :func:`expand` is the one
+function that turns a request (a :class:`Sweep`, parsed from a TOML file by :func:`parse_sweep` or built
+from the ``sdebench run`` flags) into cells. Names are validated when
 the file is expanded (one-line ConfigError naming the bad value). With ``skip_incompatible = true``
 (used by the paper sweep, which names "all" solvers) a solver/SDE or solver/NFE pair the solver cannot
 run is left out and counted instead of being an error.
@@ -46,13 +52,14 @@ from .errors import MAX_SEED, ConfigError, NFEBudgetError
 from .metrics.registry import DEFAULT_METRICS, METRICS
 from .run import CellConfig, cell_budget, crn_base_steps
 
-__all__ = ["Sweep", "SolverEntry", "load_sweep", "parse_sweep", "cell_key", "config_to_dict", "config_from_dict",
-           "KEY_LENGTH"]
+__all__ = ["Sweep", "SolverEntry", "expand", "load_sweep", "parse_sweep", "cell_key", "config_to_dict",
+           "config_from_dict", "KEY_LENGTH"]
 
 KEY_LENGTH = 20
 _TOP_KEYS = {"name", "out", "problems", "sdes", "schedules", "nfe", "seeds", "samples", "metrics", "solvers",
              "t_end", "T", "init", "dtype", "device", "reference", "crn", "skip_incompatible", "description",
-             "metrics_by_problem", "final_denoise"}
+             "metrics_by_problem", "final_denoise", "guidance", "scales", "class_label", "cfg_param",
+             "cfg_batched", "metrics_w0", "score_error", "gaussian_analogue"}
 
 
 @dataclass
@@ -92,74 +99,103 @@ class Sweep:
     description: str = ""
     metrics_by_problem: dict = field(default_factory=dict)
     final_denoise: bool = False
+    guidance: str = "none"
+    scales: list = field(default_factory=lambda: [0.0])
+    class_label: int | None = None
+    cfg_param: str = "eps"
+    cfg_batched: bool = False
+    metrics_w0: tuple | None = None  # metrics of the w = 0 cells (None: the same as every other cell)
+    score_error: float = 0.0
+    gaussian_analogue: bool = False  # report: add the exact Gaussian analogue of a guided sweep
+    wrap_errors: bool = True  # prefix expansion errors with the sweep and cell (False: `sdebench run`)
     skipped: list = field(default_factory=list)  # (problem, sde, solver, nfe, reason) left out by skip_incompatible
 
     def cells(self) -> list[tuple[str, CellConfig, str]]:
-        """Expand into ``(key, CellConfig, label)`` triples, validating every combination once."""
-        from .problems import get_problem
-        from .run import prepare
-        from .schedules import get_schedule, make_grid
-        from .sde import get_sde
-        from .solvers import get_solver
+        """Expand into ``(key, CellConfig, label)`` triples (see :func:`expand`)."""
+        return expand(self)
 
-        for p in self.problems:
-            get_problem(p)
-        for s in self.sdes:
-            get_sde(s, T=self.T)
-        for s in self.schedules:
-            get_schedule(s)
-        specs = {e.name: get_solver(e.name) for e in self.solvers}
-        for e in self.solvers:
-            specs[e.name].check_options(e.options)
-        labels = [e.display() for e in self.solvers]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ConfigError(f"sweep {self.name!r}: solver label {dup[0]!r} appears twice; give each entry a label")
-
-        out: list[tuple[str, CellConfig, str]] = []
-        self.skipped = []
-        for problem in self.problems:
-            for sde in self.sdes:
-                for schedule in self.schedules:
-                    for entry in self.solvers:
-                        spec = specs[entry.name]
-                        nfes = []
-                        ctx = None  # (sde object, t_end) once one NFE passed the full validation
-                        for nfe in self.nfe:
-                            cfg = self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None)
-                            try:
-                                if ctx is None:
-                                    _, sde_obj, _, _, _, _, t_end = prepare(cfg)
-                                    ctx = (sde_obj, t_end)
-                                else:  # only the budget and the grid depend on the NFE
-                                    make_grid(ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], schedule)
-                            except ConfigError as exc:
-                                incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
-                                if self.skip_incompatible and incompatible:
-                                    self.skipped.append((problem, sde, entry.display(), nfe, str(exc)))
-                                    continue
-                                raise ConfigError(f"sweep {self.name!r}: problem={problem} sde={sde} "
-                                                  f"solver={entry.display()} nfe={nfe}: {exc}") from None
-                            nfes.append(nfe)
-                        if not nfes:
-                            continue
-                        crn = None
-                        if self.crn and not spec.adaptive:
-                            crn = crn_base_steps([spec.steps_for_nfe(cell_budget(
-                                self._config(problem, sde, schedule, entry, n, self.seeds[0], None), spec))
-                                for n in nfes])
-                        for nfe in nfes:
-                            for seed in self.seeds:
-                                cfg = self._config(problem, sde, schedule, entry, nfe, seed, crn)
-                                out.append((cell_key(cfg), cfg, entry.display()))
-        return out
-
-    def _config(self, problem, sde, schedule, entry, nfe, seed, crn) -> CellConfig:
+    def _config(self, problem, sde, schedule, entry, nfe, seed, crn, scale=0.0) -> CellConfig:
+        metrics = self.metrics_by_problem.get(problem, self.metrics)
+        if self.metrics_w0 is not None and float(scale) == 0:
+            metrics = self.metrics_w0
         return CellConfig(problem=problem, sde=sde, solver=entry.name, nfe=nfe, seed=seed, n_samples=self.samples,
                           schedule=schedule, t_end=self.t_end, T=self.T, init=self.init, dtype=self.dtype,
-                          device=self.device, solver_options=dict(entry.options),
-                          metrics=tuple(self.metrics_by_problem.get(problem, self.metrics)),
-                          crn_steps=crn, reference=self.reference, final_denoise=self.final_denoise)
+                          device=self.device, solver_options=dict(entry.options), metrics=tuple(metrics),
+                          crn_steps=crn, reference=self.reference, score_error=self.score_error,
+                          guidance=self.guidance, scale=float(scale), class_label=self.class_label,
+                          cfg_param=self.cfg_param, cfg_batched=self.cfg_batched, final_denoise=self.final_denoise)
+
+    def is_guided(self) -> bool:
+        return self.guidance != "none"
+
+
+def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
+    """The cells of a request (a sweep file's or ``sdebench run``'s) as ``(key, CellConfig, label)``
+    triples, in the order problem, sde, schedule, solver, nfe, scale, seed; every combination is
+    validated once (a one-line ConfigError names the bad value)."""
+    from .problems import get_problem
+    from .run import prepare
+    from .schedules import get_schedule, make_grid
+    from .sde import get_sde
+    from .solvers import get_solver
+
+    self = request
+    for p in self.problems:
+        get_problem(p)
+    for s in self.sdes:
+        get_sde(s, T=self.T)
+    for s in self.schedules:
+        get_schedule(s)
+    specs = {e.name: get_solver(e.name) for e in self.solvers}
+    for e in self.solvers:
+        specs[e.name].check_options(e.options)
+    labels = [e.display() for e in self.solvers]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup and self.wrap_errors:
+        raise ConfigError(f"sweep {self.name!r}: solver label {dup[0]!r} appears twice; give each entry a label")
+
+    out: list[tuple[str, CellConfig, str]] = []
+    self.skipped = []
+    for problem in self.problems:
+        for sde in self.sdes:
+            for schedule in self.schedules:
+                for entry in self.solvers:
+                    spec = specs[entry.name]
+                    nfes = []
+                    ctx = None  # (sde object, t_end) once one NFE passed the full validation
+                    for nfe in self.nfe:
+                        cfg = self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None, self.scales[0])
+                        try:
+                            if ctx is None:
+                                for w in self.scales:  # the guidance checks (scale, class, metrics) per w
+                                    _, sde_obj, _, _, _, _, t_end = prepare(
+                                        self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None, w))
+                                ctx = (sde_obj, t_end)
+                            else:  # only the budget and the grid depend on the NFE
+                                make_grid(ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], schedule)
+                        except ConfigError as exc:
+                            incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
+                            if self.skip_incompatible and incompatible:
+                                self.skipped.append((problem, sde, entry.display(), nfe, str(exc)))
+                                continue
+                            if not self.wrap_errors:
+                                raise
+                            raise ConfigError(f"sweep {self.name!r}: problem={problem} sde={sde} "
+                                              f"solver={entry.display()} nfe={nfe}: {exc}") from None
+                        nfes.append(nfe)
+                    if not nfes:
+                        continue
+                    crn = None
+                    if self.crn and not spec.adaptive:
+                        crn = crn_base_steps([spec.steps_for_nfe(cell_budget(
+                            self._config(problem, sde, schedule, entry, n, self.seeds[0], None, self.scales[0]),
+                            spec)) for n in nfes])
+                    for nfe in nfes:
+                        for w in self.scales:
+                            for seed in self.seeds:
+                                cfg = self._config(problem, sde, schedule, entry, nfe, seed, crn, w)
+                                out.append((cell_key(cfg), cfg, entry.display()))
+    return out
 
 
 def config_to_dict(cfg: CellConfig) -> dict:
@@ -298,9 +334,10 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     for key in ("init", "dtype", "device", "reference"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{_where(source, key)} must be a string, got {data[key]!r}")
-    for key in ("crn", "skip_incompatible", "final_denoise"):
+    for key in ("crn", "skip_incompatible", "final_denoise", "cfg_batched", "gaussian_analogue"):
         if key in data and not isinstance(data[key], bool):
             raise ConfigError(f"{_where(source, key)} must be true or false, got {data[key]!r}")
+    guided = _guided(data, source)
     return Sweep(
         name=name, out=out, problems=problems,
         sdes=_str_list(data, "sdes", source, default=["vp"]),
@@ -311,8 +348,57 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
         init=data.get("init", "exact"), dtype=data.get("dtype", "float64"), device=data.get("device", "cpu"),
         reference=data.get("reference", "t_end"), crn=data.get("crn", True),
         skip_incompatible=data.get("skip_incompatible", False), description=str(data.get("description", "")),
-        metrics_by_problem=mbp, final_denoise=data.get("final_denoise", False),
+        metrics_by_problem=mbp, final_denoise=data.get("final_denoise", False), **guided,
     )
+
+
+def _guided(data: dict, source: str) -> dict:
+    """The guided-sampling keys of a sweep file (guidance, scales, class_label, cfg_param, cfg_batched,
+    metrics_w0, score_error, gaussian_analogue) as Sweep fields; absent keys keep the unguided defaults."""
+    from .guidance import _scale
+    from .perturb import check_score_error
+
+    out: dict = {}
+    for key in ("guidance", "cfg_param"):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key]:
+                raise ConfigError(f"{_where(source, key)} must be a string, got {data[key]!r}")
+            out[key] = data[key]
+    if "scales" in data:
+        v = data["scales"]
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{_where(source, 'scales')} must be a non-empty list of numbers >= 0, got {v!r}")
+        try:
+            out["scales"] = [_scale(w) for w in v]
+        except ConfigError as exc:
+            raise ConfigError(f"{_where(source, 'scales')}: {exc}") from None
+        if len(set(out["scales"])) != len(v):
+            raise ConfigError(f"{_where(source, 'scales')} has duplicates: {v!r}")
+    if "class_label" in data:
+        v = data["class_label"]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{_where(source, 'class_label')} must be an integer class label, got {v!r}")
+        out["class_label"] = v
+    for key in ("cfg_batched", "gaussian_analogue"):
+        if key in data:
+            out[key] = data[key]
+    if "metrics_w0" in data:
+        v = data["metrics_w0"]
+        ms = DEFAULT_METRICS if v == "default" else _str_list(data, "metrics_w0", source)
+        bad = [m for m in ms if m not in METRICS]
+        if bad:
+            raise ConfigError(f"{_where(source, 'metrics_w0')}: unknown metric {bad[0]!r}; valid: "
+                              f"\"default\" or {', '.join(METRICS)}")
+        out["metrics_w0"] = tuple(ms)
+    if "score_error" in data:
+        try:
+            out["score_error"] = check_score_error(data["score_error"])
+        except ConfigError as exc:
+            raise ConfigError(f"{_where(source, 'score_error')}: {exc}") from None
+    if out.get("guidance", "none") == "none" and (len(out.get("scales", [0.0])) > 1 or "class_label" in out):
+        raise ConfigError(f"{_where(source, 'guidance')}: scales and class_label need guidance = \"cfg\" or "
+                          "\"classifier\"")
+    return out
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -140,13 +140,13 @@ def test_path_error_plot_draws_a_recorded_reference_error_as_a_band(figures):
 
 
 def test_guidance_w_axis_is_labelled(monkeypatch, tmp_path):
-    from sdebench import guidance_report as R
+    from sdebench.plot import plot_error_vs_w
 
     rows = [{"solver": s, "nfe": n, "scale": w, "path_err": 0.01 * (1 + w) * (i + 1) / n}
             for i, s in enumerate(("ddim", "heun")) for n in (10, 20) for w in (0.0, 1.0, 3.0, 7.0, 15.0)]
     kept = []
     monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
-    R.figure(pd.DataFrame(rows), str(tmp_path / "g.png"), "t")
+    plot_error_vs_w(pd.DataFrame(rows), str(tmp_path / "g.png"), "t")
     monkeypatch.undo()
     (fig,) = kept
     for ax in fig.axes:
@@ -158,36 +158,51 @@ def test_guidance_w_axis_is_labelled(monkeypatch, tmp_path):
 
 
 def test_guidance_replot_redraws_from_the_rows_without_running(tmp_path):
-    from sdebench import guidance_report as R
+    from sdebench.cli import main
 
-    rows = pd.DataFrame([{"solver": "ddim", "nfe": 10, "scale": w, "seed": sd, "status": "ok",
+    rows = pd.DataFrame([{"problem": "gmm2d-ring8-labelled", "sde": "vp", "schedule": "logsnr", "t_end": 1e-3,
+                          "guidance": "cfg", "class_label": 1, "cfg_param": "eps", "cfg_batched": True,
+                          "n_samples": 64, "solver": "ddim", "nfe": 10, "scale": w, "seed": sd, "status": "ok",
                           "path_err": 0.1 * (1 + w) + 0.01 * sd} for w in (0.0, 1.0, 3.0) for sd in (0, 1)])
     rows.to_csv(tmp_path / "g.csv", index=False)
-    sweep = tmp_path / "g.toml"
-    sweep.write_text(f'problem = "gmm2d-ring8-labelled"\nclass_label = 1\nscales = [0, 1, 3]\nnfe = [10]\n'
-                     f'solvers = ["ddim"]\nout = "{tmp_path / "g"}"\nfigure = "{tmp_path / "f.png"}"\n')
-    assert R.main([str(sweep), "--replot"]) == 0
-    assert (tmp_path / "f.png").stat().st_size > 0 and not (tmp_path / "g.md").exists()
-    assert R.main([str(sweep), "--replot", "--out", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path / "g.csv"), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "figures" / "guidance_error_vs_w.png").stat().st_size > 0
+    assert not (tmp_path / "rep" / "figures" / "guidance_gaussian_w2_vs_w.png").exists()  # no g_gaussian.csv
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| ddim | 0.105 | 0.205 | 0.405 | 3.86 |" in text  # mean over the seeds, ratio w = 3 / w = 0
+    assert "error_vs_nfe" not in text  # guided rows: no error-vs-NFE section mixing the scales
+    assert main(["report", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_guided_report_of_failed_cells_lists_them_without_figures(tmp_path):
+    from pathlib import Path
+
+    from sdebench.report import write_report
+
+    df = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "guidance.csv")
+    df["status"], df["error"] = "error", "boom"
+    text = write_report(df, tmp_path).read_text()
+    assert text.count("boom") == len(df) == 270 and not (tmp_path / "figures").exists()
 
 
 def test_guidance_replot_reads_the_committed_tables(tmp_path):
-    # results/guidance_gaussian.csv predates the nfe column (batched CFG: NFE = model calls)
-    import shutil
+    # `sdebench report` redraws the committed guidance figures and section from results/guidance.csv, with
+    # results/guidance_gaussian.csv (which predates the nfe column: batched CFG, NFE = model calls) beside it
     from pathlib import Path
 
-    from sdebench import guidance_report as R
+    import matplotlib.image as mpimg
+
+    from sdebench.cli import main
 
     root = Path(__file__).resolve().parents[1]
-    for name in ("guidance.csv", "guidance_gaussian.csv"):
-        shutil.copy(root / "results" / name, tmp_path / name)
-    sweep = tmp_path / "g.toml"
-    text = "\n".join(line for line in (root / "sweeps" / "guidance.toml").read_text().splitlines()
-                     if not line.startswith(("out ", "figure ", "gaussian_figure ")))
-    sweep.write_text(text + f'\nout = "{tmp_path / "guidance"}"\nfigure = "{tmp_path / "f.png"}"\n'
-                     f'gaussian_figure = "{tmp_path / "g.png"}"\n')
-    assert R.main([str(sweep), "--replot"]) == 0
-    assert (tmp_path / "f.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+    assert main(["report", str(root / "results" / "guidance.csv"), "--out", str(tmp_path)]) == 0
+    for name in ("guidance_error_vs_w.png", "guidance_gaussian_w2_vs_w.png"):
+        new, old = mpimg.imread(tmp_path / "figures" / name), mpimg.imread(root / "results" / "figures" / name)
+        assert new.shape == old.shape and np.array_equal(new, old), name  # pixel for pixel
+    text = (tmp_path / "report.md").read_text()
+    section = text[text.index("## Guided sampling"):]
+    committed = (root / "results" / "guidance.md").read_text().replace("results/figures/", "figures/")
+    assert section == committed
 
 
 def test_sweep_table_ends_with_a_legend_for_the_star():

@@ -271,21 +271,72 @@ def test_reference_ode_agrees_with_registered_dopri5_backend():
     assert float((a - b).norm(dim=1).max()) < 1e-6
 
 
-def test_guidance_report_runs_a_tiny_sweep(tmp_path):
-    from sdebench import guidance_report as R
+def test_guidance_sweep_runs_a_tiny_sweep(tmp_path, capsys):
+    """sweeps/guidance.toml is a normal sweep file: a tiny guided sweep runs into a store (resumable) and
+    its report holds the error-vs-w section, both figures and the exact Gaussian analogue."""
+    from sdebench.cli import main
 
     sweep = tmp_path / "g.toml"
-    sweep.write_text('problem = "gmm2d-ring8-labelled4"\nclass_label = 3\nscales = [0, 5]\nnfe = [8]\n'
-                     'solvers = ["ddim", "no-such-solver"]\nsamples = 16\nmetrics = ["path_err", "class_mass"]\n'
-                     f'out = "{tmp_path / "g"}"\nfigure = "{tmp_path / "g.png"}"\n')
-    assert R.main([str(sweep)]) == 0
-    text = (tmp_path / "g.md").read_text()
-    assert "left out): no-such-solver" in text and "| ddim |" in text and (tmp_path / "g.png").stat().st_size > 0
+    sweep.write_text('problems = ["gmm2d-ring8-labelled4"]\nguidance = "cfg"\nclass_label = 3\nscales = [0, 5]\n'
+                     'nfe = [8]\nseeds = [0]\nsolvers = ["ddim"]\nsamples = 16\nmetrics = ["path_err", "class_mass"]\n'
+                     f'crn = false\ngaussian_analogue = true\nschedules = ["logsnr"]\nout = "{tmp_path / "g"}"\n')
+    assert main(["sweep", str(sweep), "--serial", "--progress", "quiet"]) == 0
+    text = (tmp_path / "g" / "report.md").read_text()
+    assert "## Guided sampling" in text and "| ddim |" in text and "Exact Gaussian analogue" in text
+    for name in ("guidance_error_vs_w.png", "guidance_gaussian_w2_vs_w.png"):
+        assert (tmp_path / "g" / "figures" / name).stat().st_size > 0
     import pandas as pd
 
-    rows = pd.read_csv(tmp_path / "g.csv")
-    assert list(rows["scale"]) == [0.0, 5.0] and (rows["status"] == "ok").all() and (rows["path_err"] > 0).all()
-    bad = tmp_path / "bad.toml"
-    bad.write_text('problem = "gmm2d-ring8-labelled"\nclass_label = 1\nscales = [0]\nnfe = [8]\nsolvers = ["ddim"]\n'
-                   'colour = "red"\n')
-    assert R.main([str(bad)]) == 2
+    rows = pd.read_csv(tmp_path / "g" / "results.csv")
+    assert sorted(rows["scale"]) == [0.0, 5.0] and (rows["status"] == "ok").all() and (rows["path_err"] > 0).all()
+    g = pd.read_csv(tmp_path / "g" / "results_gaussian.csv")
+    assert sorted(g["scale"]) == [0.0, 5.0] and (g["w2_rel"] > 0).all()
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--serial", "--progress", "quiet"]) == 0  # resumed: nothing to run
+    assert "2 were already in the store" in capsys.readouterr().out
+    for extra, needle in (('colour = "red"\n', "colour"), ('solvers = ["no-such-solver"]\n', "no-such-solver"),
+                          ('scales = [0, -1]\n', "scales"), ('class_label = "a"\n', "class_label")):
+        bad = tmp_path / "bad.toml"
+        key = extra.split(" ")[0]
+        text = "\n".join(ln for ln in sweep.read_text().splitlines() if ln.split(" ")[0] != key) + "\n"
+        bad.write_text(text + extra)
+        assert main(["sweep", str(bad), "--dry-run"]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_guidance_sweep_cells_are_the_former_guidance_cells():
+    """sweeps/guidance.toml expands to the cells the committed results/guidance.csv was run with."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from sdebench.run import DEFAULT_METRICS
+    from sdebench.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    cells = load_sweep(root / "sweeps" / "guidance.toml").cells()
+    rows = pd.read_csv(root / "results" / "guidance.csv")
+    assert len(cells) == len(rows) == 270
+    cols = ["solver", "nfe", "scale", "seed"]
+    assert sorted(tuple(getattr(c, k) for k in cols) for _, c, _ in cells) == sorted(
+        rows[cols].itertuples(index=False, name=None))
+    for _, c, _ in cells:
+        assert (c.guidance, c.class_label, c.cfg_param, c.cfg_batched, c.crn_steps, c.n_samples, c.t_end) == (
+            "cfg", 1, "eps", True, None, 500, 1e-3)
+        assert c.metrics == (DEFAULT_METRICS if c.scale == 0 else ("path_err", "class_mass", "sliced_w2", "mmd"))
+
+
+def test_run_flags_and_a_sweep_file_build_the_same_cells():
+    """One builder: `sdebench run` flags and the equivalent sweep table expand to identical cells."""
+    from sdebench.cli import build_parser
+    from sdebench.commands.run import build_cells
+    from sdebench.sweep import parse_sweep
+
+    args = build_parser().parse_args(
+        ["run", "--problem", "gmm2d-ring8-labelled", "--solver", "ddim,heun", "--nfe", "10,20", "--seeds", "0,1",
+         "--samples", "64", "--schedule", "logsnr", "--guidance", "cfg", "--scale", "3", "--class", "1",
+         "--cfg-batched", "--metrics", "path_err,class_mass"])
+    sweep = parse_sweep({"problems": ["gmm2d-ring8-labelled"], "solvers": ["ddim", "heun"], "nfe": [10, 20],
+                         "seeds": [0, 1], "samples": 64, "schedules": ["logsnr"], "guidance": "cfg", "scales": [3],
+                         "class_label": 1, "cfg_batched": True, "metrics": ["path_err", "class_mass"]})
+    assert build_cells(args) == [c for _, c, _ in sweep.cells()]

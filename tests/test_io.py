@@ -87,14 +87,12 @@ def test_every_output_is_checked_before_any_work(capsys, tmp_path, inputs, comma
     assert "wrote" not in out and "PASS" not in out and "cells" not in out, out  # no work was done
 
 
-def test_guidance_report_checks_its_outputs_first(tmp_path, capsys):
-    from sdebench import guidance_report
-
+def test_guidance_sweep_checks_its_outputs_first(tmp_path, capsys):
     afile = tmp_path / "f"
     afile.write_text("x")
-    assert guidance_report.main(["sweeps/guidance.toml", "--out", str(afile / "g")]) == 2
-    cap = capsys.readouterr()
-    assert "is a file, not a folder" in cap.err and "[1/" not in cap.out
+    line, out = _one_line_exit_2(capsys, ["sweep", "sweeps/guidance.toml", "--serial", "--out", str(afile / "g")],
+                                 "is a file, not a folder")
+    assert "ran " not in out and not (tmp_path / "g").exists()
 
 
 def test_default_store_outputs_of_results_are_checked(tmp_path, capsys, inputs):

@@ -41,6 +41,16 @@ def main(args) -> int:
     from sdebench.store import Store
 
     manifest = Store(base, create=False).manifest() if (base / "cells").is_dir() else None
-    path = write_report(df, out, nfe=nfe, tol=tol, figures=not args.no_figures, manifest=manifest)
+    from pathlib import Path
+
+    from sdebench.report import GAUSSIAN_TABLE, read_gaussian, store_gaussian
+
+    src = Path(args.results)
+    if src.is_file():  # a guided sweep's table: its Gaussian analogue rows, if saved beside it (<stem>_gaussian.csv)
+        gaussian = read_gaussian(src.with_name(src.stem + "_gaussian.csv"))
+    else:
+        gaussian = store_gaussian(df, base, manifest) if manifest else read_gaussian(base / GAUSSIAN_TABLE)
+    path = write_report(df, out, nfe=nfe, tol=tol, figures=not args.no_figures, manifest=manifest,
+                        gaussian=gaussian)
     print(f"wrote {path}")
     return 0

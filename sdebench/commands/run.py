@@ -106,45 +106,39 @@ def add_parser(sub):
     return p
 
 
-def build_cells(args) -> list:
-    from sdebench.run import DEFAULT_METRICS, CellConfig, cell_budget, crn_base_steps
-    from sdebench.solvers import get_solver
+def request(args):
+    """The ``sdebench run`` flags as a sweep request (:class:`sdebench.sweep.Sweep`), expanded into cells by
+    the same :func:`sdebench.sweep.expand` as a sweep file."""
+    from sdebench.perturb import check_score_error
+    from sdebench.run import DEFAULT_METRICS
+    from sdebench.sweep import SolverEntry, Sweep
 
     nfes = int_list(args.nfe, "--nfe", lo=1)
     seeds = int_list(args.seeds, "--seeds", lo=0, hi=MAX_SEED)
     samples = int_list(args.samples, "--samples", lo=2)
     if len(samples) != 1:
         raise ConfigError(f"--samples takes one integer, got {args.samples!r}")
-    samples = samples[0]
     t_end = None if args.t_end is None else positive_float(args.t_end, "--t-end")
     T = None if args.T is None else positive_float(args.T, "--T")
     metrics = DEFAULT_METRICS if not args.metrics else tuple(m.strip() for m in args.metrics.split(","))
     options = parse_options(args.option)
-    from sdebench.perturb import check_score_error
-
     score_error = check_score_error(getattr(args, "score_error", 0.0))
     guided = guidance_fields(args)
-    final_denoise = bool(getattr(args, "final_denoise", False))
-    cells = []
-    for solver in [s.strip() for s in args.solver.split(",")]:
-        for problem in [s.strip() for s in args.problem.split(",")]:
-            spec = get_solver(solver)
+    return Sweep(name="run", out="", problems=[s.strip() for s in args.problem.split(",")], sdes=[args.sde],
+                 schedules=[args.schedule], nfe=nfes, seeds=seeds, samples=samples[0], metrics=metrics,
+                 solvers=[SolverEntry(s.strip(), dict(options)) for s in args.solver.split(",")], t_end=t_end, T=T,
+                 init=args.init, dtype=args.dtype, device=args.device, reference=args.reference,
+                 crn=not args.no_crn, final_denoise=bool(getattr(args, "final_denoise", False)),
+                 score_error=score_error, guidance=guided["guidance"], scales=[guided["scale"]],
+                 class_label=guided["class_label"], cfg_param=guided["cfg_param"],
+                 cfg_batched=guided["cfg_batched"], wrap_errors=False)
 
-            def cell(nfe, seed, crn, problem=problem, solver=solver):
-                return CellConfig(problem=problem, sde=args.sde, solver=solver, nfe=nfe, seed=seed,
-                                  n_samples=samples, schedule=args.schedule, t_end=t_end, T=T,
-                                  init=args.init, dtype=args.dtype, device=args.device,
-                                  solver_options=options, metrics=metrics, crn_steps=crn,
-                                  reference=args.reference, score_error=score_error, final_denoise=final_denoise,
-                                  **guided)
 
-            # --nfe is the counted budget: the solver's steps follow from its model calls (sdebench.run.cell_budget)
-            steps = [spec.steps_for_nfe(cell_budget(cell(n, seeds[0], None), spec)) for n in nfes]
-            crn = None if (args.no_crn or spec.adaptive) else crn_base_steps(steps)
-            for nfe in nfes:
-                for seed in seeds:
-                    cells.append(cell(nfe, seed, crn))
-    return cells
+def build_cells(args) -> list:
+    """The CellConfigs of ``sdebench run`` (validated by :func:`sdebench.sweep.expand`)."""
+    from sdebench.sweep import expand
+
+    return [cfg for _, cfg, _ in expand(request(args))]
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -173,13 +167,11 @@ def main(args) -> int:
     import pandas as pd
 
     from sdebench.io import check_writable, write_table
-    from sdebench.run import prepare, run_cell
+    from sdebench.run import run_cell
 
     if args.out:
         check_writable(args.out)
-    cells = build_cells(args)
-    for c in {(c.problem, c.solver, c.nfe): c for c in cells}.values():
-        prepare(c)  # every bad input is reported before any work is done
+    cells = build_cells(args)  # every bad input is reported before any work is done
     rows = []
     for c in cells:
         rows.append(run_cell(c))

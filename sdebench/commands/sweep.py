@@ -50,13 +50,16 @@ def main(args) -> int:
     check_output_dir(out)
     print(f"sweep {sweep.name!r}: {len(cells)} cells "
           f"({len(sweep.problems)} problems x {len(sweep.sdes)} SDEs x {len(sweep.solvers)} solvers x "
-          f"{len(sweep.schedules)} schedules x {len(sweep.nfe)} NFE x {len(sweep.seeds)} seeds"
+          f"{len(sweep.schedules)} schedules x {len(sweep.nfe)} NFE"
+          + (f" x {len(sweep.scales)} guidance scales" if len(sweep.scales) > 1 else "")
+          + f" x {len(sweep.seeds)} seeds"
           + (f", {len(sweep.skipped)} incompatible solver/SDE/NFE combinations left out" if sweep.skipped else "")
           + f") -> {out}")
     if args.dry_run:
         return 0
     store = Store(out)
-    store.write_manifest(sweep.name, [k for k, _, _ in cells], sweep.skipped, source=str(args.file))
+    store.write_manifest(sweep.name, [k for k, _, _ in cells], sweep.skipped, source=str(args.file),
+                         report={"gaussian_analogue": True} if sweep.gaussian_analogue else None)
     done = set()
     if not args.no_resume:
         done, moved = store.resume({k: config_to_dict(cfg) for k, cfg, _ in cells})
@@ -85,13 +88,17 @@ def main(args) -> int:
     write_table(df, store.root / "results.parquet")
     write_table(df, store.root / "results.csv")
     print(f"wrote {len(df)} rows to {store.root / 'results.parquet'} and results.csv")
-    if (df.get("status") == "ok").any():
+    from sdebench.report import is_guided
+
+    if (df.get("status") == "ok").any() and not is_guided(df):  # guided rows: see the report's w tables
         from sdebench.report import summary_text
 
         print(summary_text(df))
     if not args.no_report and len(df):
-        from sdebench.report import write_report
+        from sdebench.report import store_gaussian, write_report
 
-        path = write_report(df, store.root, manifest=store.manifest())
+        manifest = store.manifest()
+        path = write_report(df, store.root, manifest=manifest,
+                            gaussian=store_gaussian(df, store.root, manifest, fresh=True))
         print(f"wrote {path}")
     return 0
