@@ -60,9 +60,7 @@ LAZY_OK = {
 # Debts still open (see the module docstring). Strings: "cycle: a, b, ...", "upward: a -> b",
 # "solvers|problems: a -> b", "lazy: a -> b".
 KNOWN_VIOLATIONS: set[str] = {
-    "cycle: sdebench, sdebench.byos, sdebench.run, sdebench.verify",
     "cycle: sdebench.metrics.images, sdebench.metrics.samples, sdebench.problems.consistency, sdebench.problems.images, sdebench.problems.learned, sdebench.problems.train",  # noqa: E501
-    "cycle: sdebench.solvers, sdebench.solvers.base",
     "lazy: sdebench.byos -> sdebench.run",
     "lazy: sdebench.byos -> sdebench.schedules",
     "lazy: sdebench.byos -> sdebench.sde",
@@ -172,13 +170,9 @@ KNOWN_VIOLATIONS: set[str] = {
     "lazy: sdebench.report -> sdebench.io",
     "lazy: sdebench.report -> sdebench.plot",
     "lazy: sdebench.run -> sdebench.problems",
-    "lazy: sdebench.run -> sdebench.provenance",
     "lazy: sdebench.run -> sdebench.solvers",
-    "lazy: sdebench.run -> sdebench.stats",
-    "lazy: sdebench.solvers -> sdebench.plugins",
     "lazy: sdebench.solvers._common -> sdebench.errors",
     "lazy: sdebench.solvers.backends -> sdebench.errors",
-    "lazy: sdebench.solvers.base -> sdebench.solvers",
     "lazy: sdebench.solvers.ode -> sdebench.errors",
     "lazy: sdebench.sweep -> sdebench.problems",
     "lazy: sdebench.sweep -> sdebench.problems.presets",
@@ -197,8 +191,6 @@ KNOWN_VIOLATIONS: set[str] = {
     "lazy: sdebench.validate.density -> sdebench.solvers",
     "lazy: sdebench.validate.ode -> sdebench.problems",
     "lazy: sdebench.validate.ode -> sdebench.solvers",
-    "lazy: sdebench.validate.render -> sdebench",
-    "lazy: sdebench.validate.render -> sdebench.provenance",
     "lazy: sdebench.validate.strong -> sdebench.problems",
     "lazy: sdebench.validate.strong -> sdebench.solvers",
     "lazy: sdebench.verify -> sdebench.run",
@@ -207,8 +199,6 @@ KNOWN_VIOLATIONS: set[str] = {
     "upward: sdebench.problems.consistency -> sdebench.metrics.samples",
     "upward: sdebench.problems.images -> sdebench.metrics.images",
     "upward: sdebench.problems.learned -> sdebench.metrics.samples",
-    "upward: sdebench.run -> sdebench",
-    "upward: sdebench.validate.render -> sdebench",
 }
 
 

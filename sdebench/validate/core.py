@@ -14,6 +14,7 @@ from ..model import Model
 from ..run import CellConfig, run_cell
 from ..schedules import make_grid
 from ..sde import get_sde
+from ..solvers import SOLVERS
 from ..stats import fit_order
 
 
@@ -50,9 +51,6 @@ def _g(v: float) -> str:
 
 
 def _solver_available(name: str) -> bool:
-    from ..solvers import SOLVERS, _load_all
-
-    _load_all()
     return name in SOLVERS
 
 
