@@ -50,7 +50,7 @@ def add_parser(sub):
 def check_stem(stem: str) -> str:
     """The checkpoint files ``<stem>.safetensors`` / ``.json`` / ``.state.safetensors`` can be written."""
     from sdebench.io import check_output_file
-    from sdebench.problems.train import _stem
+    from sdebench.problems.checkpoint import _stem
 
     base = str(_stem(stem))
     for suffix in (".safetensors", ".json", ".state.safetensors"):
@@ -71,7 +71,7 @@ def _check_counts(args) -> None:
 
 
 def main(args) -> int:
-    from sdebench.problems.train import train_dsm
+    from sdebench.training.unet import train_dsm
 
     _check_counts(args)
     arch = {}
@@ -114,8 +114,9 @@ def main(args) -> int:
 def _train_classifier(args, safe_data: str) -> int:
     import time
 
-    from sdebench.metrics.images import save_classifier, train_classifier
+    from sdebench.metrics.images import save_classifier
     from sdebench.problems.images import load_data
+    from sdebench.training.classifier import train_classifier
 
     out = check_stem(args.out or f"runs/checkpoints/{safe_data}_classifier")
     data = load_data(args.data)
@@ -147,13 +148,13 @@ def _mlp_experiments(args) -> int:
         raise ConfigError(f"need --iters >= 1 and --samples >= 2, got {args.iters}, {args.samples}")
     sde = get_sde(args.sde)
     if args.score_matching:
-        from sdebench.problems.learned import learned_table
+        from sdebench.training.learned import learned_table
 
         objs = [o.strip() for o in args.score_matching.split(",")]
         rows = learned_table(problem, sde, objs, iters=args.iters, solver=args.solver, nfe=args.nfe,
                              n=args.samples, seed=args.seed, log=None)
     else:
-        from sdebench.problems.consistency import distillation_table
+        from sdebench.training.consistency import distillation_table
 
         try:
             Ns = [int(v) for v in args.N.split(",")]
@@ -169,8 +170,8 @@ def _mlp_experiments(args) -> int:
 
 
 def _distill_images(args, safe_data: str) -> int:
-    from sdebench.problems.consistency import distill_unet
     from sdebench.problems.images import digits_problem
+    from sdebench.training.consistency import distill_unet
 
     if args.data != "digits":
         raise ConfigError(f"--consistency without --problem distills the digits model; got --data {args.data}")
