@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .plot import _LABELS, solver_orders, with_primary
+from .io import write_text
+from .plot import _LABELS, plot_error_vs_nfe, solver_orders, with_primary
 from .stats import bootstrap_mean_ci, fit_order
 
 __all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS"]
@@ -201,8 +202,6 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
                  "order (x2 for KL).")
     lines.append("")
     if figures:
-        from .plot import plot_error_vs_nfe
-
         for p in plot_error_vs_nfe(df, out_dir / "figures"):
             lines.append(f"![{p.stem}](figures/{p.name})")
             lines.append("")
@@ -228,7 +227,6 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
             keep = [c for c in ("problem", "sde", "label", "nfe", "seed", "status", "error") if c in bad.columns]
             lines.append(_md(bad[keep].head(50)))
     path = out_dir / "report.md"
-    from .io import write_text
 
     write_text(path, "\n".join(lines) + "\n")
     return path

@@ -30,10 +30,12 @@ from .metrics.registry import DESCRIPTIONS as METRICS
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
+from .problems import get_problem
 from .problems.labelled import labelled
 from .provenance import __version__, git_commit
 from .schedules import make_grid
 from .sde import get_sde
+from .solvers import get_solver
 from .stats import at_floor
 
 __all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps", "cell_budget",
@@ -132,9 +134,6 @@ def _dtype(name: str):
 
 def prepare(cfg: CellConfig):
     """Validate a config and build (problem, sde, spec, steps, grid, options); raises ConfigError."""
-    from .problems import get_problem
-    from .solvers import get_solver
-
     problem = get_problem(cfg.problem)
     sde = get_sde(cfg.sde, T=cfg.T)
     spec = get_solver(cfg.solver)

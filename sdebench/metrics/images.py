@@ -34,6 +34,10 @@ from sdebench.errors import ConfigError
 from sdebench.problems.classifier import CLASSIFIER_FORMAT, Classifier, load_classifier, save_classifier
 from sdebench.problems.images import cached_reference, make_grid_png, reference_solve
 
+from .nulls import NULL_DRAWS
+from .nulls import null_columns as _null_columns
+from .registry import DEFAULT_METRICS, IMAGE, Metric, register_metric
+
 __all__ = ["Classifier", "load_classifier", "save_classifier", "frechet_distance",
            "sliced_w2_samples", "reference_solve", "cached_reference", "image_metrics", "IMAGE_METRICS",
            "CLASSIFIER_FORMAT"]
@@ -93,9 +97,6 @@ _NULL_CACHE: dict = {}
 def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
     """``<name>_null`` / ``<name>_null_sd``: mean and sd of ``fn`` on ``NULL_DRAWS`` training subsets of size n
     (subset j uses the generator of seed j), cached per (problem, n, statistic, extra) for the process."""
-    from .nulls import NULL_DRAWS
-    from .nulls import null_columns as _null_columns
-
     key = (problem.name, len(problem.data.train), n, name, extra)
     if key not in _NULL_CACHE:
         _NULL_CACHE[key] = [fn(_train_subset(problem, n, j)) for j in range(NULL_DRAWS)]
@@ -105,8 +106,6 @@ def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
 def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: float, kind: str, cfg) -> dict:
     """The metrics of one image cell: those of IMAGE_METRICS named in cfg.metrics (all but png when the
     caller left the default list)."""
-    from .registry import DEFAULT_METRICS
-
     wanted = [m for m in IMAGE_METRICS if m != "png"] if tuple(cfg.metrics) == tuple(DEFAULT_METRICS) else \
         [m for m in cfg.metrics if m in IMAGE_METRICS]
     x = x0.double().cpu()
@@ -152,8 +151,6 @@ def _image_only(ctx):
 
 
 def _register() -> None:
-    from .registry import IMAGE, Metric, register_metric
-
     register_metric(Metric("fd", "image problems: Frechet distance in a small classifier's features vs the held-out "
                            "split", "Frechet distance (classifier features)", lambda ctx: image_metric(ctx, "fd"),
                            applies=_image_only, has_null=True, problems="image problems", stage=IMAGE,
@@ -161,6 +158,3 @@ def _register() -> None:
     register_metric(Metric("png", "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default "
                            "runs/grids/)", "PNG grid", lambda ctx: image_metric(ctx, "png"), applies=_image_only,
                            exact=True, problems="image problems", stage=IMAGE))
-
-
-_register()
