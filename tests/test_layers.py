@@ -7,7 +7,8 @@ relative ones resolved to absolute names. Each module has a layer (``LAYERS`` be
 (a) the module graph has no cycle;
 (b) no module imports a module of a higher layer;
 (c) solvers never import problems and problems never import solvers (both sit on the core, side by side);
-(d) first-party imports sit at the top of modules: none inside a function, except the commented ``LAZY_OK``.
+(d) first-party imports sit at the top of modules: none inside a function, except the commented ``LAZY_OK``;
+(e) metrics never import solvers (they see a solver through the cell's capabilities, not its internals).
 
 Third-party heavy packages (pandas, matplotlib, ot, sklearn, ...) stay lazy inside functions; this test
 looks at first-party imports only (tests/test_startup.py checks that `sdebench list` loads none of them).
@@ -203,6 +204,8 @@ def violations() -> set[str]:
             sides = {src.split(".")[1] if src.count(".") else "", dst.split(".")[1] if dst.count(".") else ""}
             if sides == {"solvers", "problems"}:
                 found.add(f"solvers|problems: {src} -> {dst}")
+            if src.startswith("sdebench.metrics") and dst.startswith("sdebench.solvers"):
+                found.add(f"metrics->solvers: {src} -> {dst}")
     found |= {f"lazy: {s} -> {d}" for s, d in lazy if (s, d) not in LAZY_OK}
     return found
 
@@ -220,6 +223,8 @@ def test_the_walk_sees_lazy_relative_and_package_imports():  # the checks below 
     assert ("sdebench", "sdebench.run") in lazy  # the facade's __getattr__ imports run on first use
     assert "sdebench.solvers.base" in edges["sdebench.solvers"]  # from .base import ... (package __init__)
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert layer_of("sdebench.problems.gmm") == layer_of("sdebench.solvers.base") < layer_of("sdebench.metrics.samples")
+    assert layer_of("sdebench.training.unet") > layer_of("sdebench.run")
 
 
 def test_no_new_layer_violation():
