@@ -65,30 +65,13 @@ LAZY_OK = {
 }
 
 # Debts still open (see the module docstring). Strings: "cycle: a, b, ...", "upward: a -> b",
-# "solvers|problems: a -> b", "lazy: a -> b". sweep.py and commands/run.py are being rewritten on the "cells"
-# branch (hoist their imports after that merge); guidance_report.py is being deleted there.
-KNOWN_VIOLATIONS: set[str] = {
-    "lazy: sdebench.commands.run -> sdebench.guidance",
-    "lazy: sdebench.commands.run -> sdebench.io",
-    "lazy: sdebench.commands.run -> sdebench.perturb",
-    "lazy: sdebench.commands.run -> sdebench.run",
-    "lazy: sdebench.commands.run -> sdebench.solvers",
-    "lazy: sdebench.guidance_report -> sdebench.guidance",
-    "lazy: sdebench.guidance_report -> sdebench.io",
-    "lazy: sdebench.guidance_report -> sdebench.metrics.gaussian",
-    "lazy: sdebench.guidance_report -> sdebench.problems",
-    "lazy: sdebench.guidance_report -> sdebench.problems.labelled",
-    "lazy: sdebench.guidance_report -> sdebench.run",
-    "lazy: sdebench.guidance_report -> sdebench.schedules",
-    "lazy: sdebench.guidance_report -> sdebench.sde",
-    "lazy: sdebench.guidance_report -> sdebench.solvers",
-    "lazy: sdebench.sweep -> sdebench.problems",
-    "lazy: sdebench.sweep -> sdebench.problems.presets",
-    "lazy: sdebench.sweep -> sdebench.run",
-    "lazy: sdebench.sweep -> sdebench.schedules",
-    "lazy: sdebench.sweep -> sdebench.sde",
-    "lazy: sdebench.sweep -> sdebench.solvers",
-}
+# "solvers|problems: a -> b", "metrics->solvers: a -> b", "lazy: a -> b".
+KNOWN_VIOLATIONS: set[str] = set()
+
+# Modules whose function-level first-party imports are a debt as a whole: sweep.py and commands/run.py are being
+# rewritten on the "cells" branch (hoist their imports after that merge, then drop them here); guidance_report.py
+# is being deleted there. Only the lazy rule is waived for them; cycles and upward imports still fail.
+KNOWN_LAZY_MODULES = {"sdebench.sweep", "sdebench.commands.run", "sdebench.guidance_report"}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -227,13 +210,23 @@ def test_the_walk_sees_lazy_relative_and_package_imports():  # the checks below 
     assert layer_of("sdebench.training.unet") > layer_of("sdebench.run")
 
 
+def _waived(v: str) -> bool:
+    return v.startswith("lazy: ") and v.split()[1] in KNOWN_LAZY_MODULES
+
+
 def test_no_new_layer_violation():
     found = violations()
-    print(f"{len(found)} layer violations ({len(found & KNOWN_VIOLATIONS)} known)")
-    new = sorted(found - KNOWN_VIOLATIONS)
+    known = {v for v in found if v in KNOWN_VIOLATIONS or _waived(v)}
+    print(f"{len(found)} layer violations ({len(known)} known)")
+    new = sorted(found - known)
     assert not new, "new layer violations:\n" + "\n".join(new)
 
 
-def test_known_violations_are_still_there():  # fixed debts leave the list
-    gone = sorted(KNOWN_VIOLATIONS - violations())
+def test_known_violations_are_still_there():  # fixed debts leave the lists
+    found = violations()
+    gone = sorted(KNOWN_VIOLATIONS - found)
     assert not gone, "fixed, remove from KNOWN_VIOLATIONS:\n" + "\n".join(gone)
+    edges, _ = import_graph()
+    clean = sorted(m for m in KNOWN_LAZY_MODULES if m in edges and not any(_waived(v) and v.split()[1] == m
+                                                                            for v in found))
+    assert not clean, "no function-level first-party import left, remove from KNOWN_LAZY_MODULES: " + ", ".join(clean)
