@@ -21,6 +21,8 @@ import torch
 from sdebench.errors import ConfigError
 from sdebench.sde import ForwardSDE
 
+from .consistency import oracle_consistency
+
 __all__ = ["GaussianMixture"]
 
 
@@ -295,8 +297,6 @@ class _Identity(ForwardSDE):
 def _oracle_consistency(problem, sde):
     """Exact (K = 1) or dopri5 (mixtures) consistency function, built on first call (problems/consistency.py)."""
     def f(x, t, t_end):
-        from .consistency import oracle_consistency
-
         return oracle_consistency(problem, sde)(x, t, t_end)
 
     return f

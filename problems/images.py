@@ -20,6 +20,7 @@ forward SDE whose log-SNR range it was trained on. Samples are flattened to (n, 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import pickle
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ import numpy as np
 import torch
 
 from sdebench.errors import ConfigError
+from sdebench.reference import reference_flow
+
+from .checkpoint import _read_json, load_checkpoint
+from .classifier import load_classifier
+from .consistency import network_consistency_function
 
 __all__ = ["ImageData", "load_data", "load_folder", "DATASETS", "ImageProblem", "digits_problem", "DATA_DIR"]
 
@@ -245,10 +251,49 @@ def checkpoint_description(model_stem: str, consistency_stem: str | None = None)
     """``describe_configs`` of the committed checkpoint ``problems/data/<model_stem>.json`` (and of a
     distilled consistency model's config): reads the small JSON configs only, so listing problems loads
     neither the weights nor the data set. A missing or unreadable config is a ConfigError."""
-    from .train import _read_json
-
     cons = None if consistency_stem is None else _read_json(DATA_DIR / f"{consistency_stem}.json")
     return describe_configs(_read_json(DATA_DIR / f"{model_stem}.json"), cons)
+
+
+# ---- the reference flow of an image problem's network (path_err and the oracle consistency function) ------
+# Reference of path_err: dopri5 at rtol = atol = REF_RTOL; its error estimate path_ref_err is the RMS per pixel
+# of its difference to a check solve at REF_CHECK x the tolerance (sdebench/reference.py). The network runs
+# in float32, yet tightening still pays: on digits (500 samples, seed 0) the rtol 1e-6 solve is 6e-5 RMS per
+# pixel off the 1e-8 one, as large as the smallest path errors measured (unipc at NFE 200).
+REF_RTOL = 1e-8
+REF_CHECK = 10.0
+
+
+def reference_solve(eps_fn, sde, x_T: torch.Tensor, t_end: float, rtol: float = REF_RTOL,
+                    t_start: float | None = None) -> tuple:
+    """Probability-flow ODE from x_T at t_start (default sde.T) to t_end with dopri5 at rtol = atol
+    (:func:`sdebench.reference.reference_flow`); returns (x, nfe)."""
+    r = reference_flow(sde, x_T, float(t_end), eps=eps_fn, t_start=t_start, rtol=rtol)
+    return r.x.to(x_T.dtype), r.nfe
+
+
+def cached_reference(problem, sde, x: torch.Tensor, t_end: float, t_start: float | None = None,
+                     estimate: bool = True):
+    """The reference flow solve of ``problem``'s network from (x, t_start) (default sde.T) to t_end at
+    rtol = atol = REF_RTOL (a :class:`sdebench.reference.ReferenceFlow`; with ``estimate`` also the check
+    solve at REF_CHECK x the tolerance and its error estimate), cached per problem per process. Used by
+    path_err and by the oracle consistency function (so the oracle IS the reference flow map)."""
+    t0 = float(sde.T) if t_start is None else float(t_start)
+    key = _key(x, repr(sde), float(t_end), t0, REF_RTOL, REF_CHECK)
+    hit = problem._ref_cache.get(key)
+    if hit is None or (estimate and hit.err is None):
+        eps = problem.model_functions(sde)["eps"]
+        problem._ref_cache[key] = reference_flow(sde, x.to(torch.float64), float(t_end), eps=eps, t_start=t0,
+                                                 rtol=REF_RTOL, error_estimate=estimate, check_factor=REF_CHECK)
+    return problem._ref_cache[key]
+
+
+def _key(x: torch.Tensor, *extra) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(x.detach().cpu().double().numpy().tobytes())
+    h.update(repr(extra).encode())
+    return h.hexdigest()
+
 
 
 class ImageProblem:
@@ -275,19 +320,15 @@ class ImageProblem:
 
         def consistency(x, t, t_end):
             """Oracle consistency function of this network: its probability-flow ODE solved from (x, t) to
-            t_end by the path_err reference (dopri5 at rtol 1e-8, sdebench.metrics.images.cached_reference,
+            t_end by the path_err reference (dopri5 at rtol 1e-8, cached_reference below,
             cached; from t = T also its rtol 1e-7 check solve, which path_err then reuses); one model call
             for the NFE counter, several hundred network calls."""
-            from sdebench.metrics.images import cached_reference
-
             if float(t) <= float(t_end):
                 return x
             r = cached_reference(self, sde, x, float(t_end), t_start=float(t), estimate=float(t) >= float(sde.T))
             return r.x.to(dtype=x.dtype, device=x.device)
 
         if self.consistency_net is not None:
-            from .consistency import network_consistency_function
-
             consistency = network_consistency_function(*self.consistency_net, sde, self.shape)  # noqa: F811
         return {"eps": eps, "consistency": consistency}
 
@@ -310,11 +351,6 @@ class ImageProblem:
         a, s = float(sde.alpha(t64)), float(sde.sigma(t64))
         return (a * x0 + s * z.double().cpu()).to(dtype=dtype, device=device)
 
-    def metrics(self, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: float, kind: str, cfg) -> dict:
-        from sdebench.metrics.images import image_metrics
-
-        return image_metrics(self, x0, x_T, sde, t_end, kind, cfg)
-
 
 _PROBLEM_CACHE: dict = {}
 
@@ -331,8 +367,6 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
     """Build (once per process) the image problem for a committed checkpoint in problems/data/."""
     if name in _PROBLEM_CACHE:
         return _PROBLEM_CACHE[name]
-    from .train import load_checkpoint
-
     path = DATA_DIR / model_file
     if not path.is_file():
         raise ConfigError(f"problem {name!r} needs the trained model {path}; train it with `sdebench train`")
@@ -341,8 +375,6 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
     _check_fits(path, config, data)
     clf = None
     if classifier_file and (DATA_DIR / classifier_file).is_file():
-        from sdebench.metrics.images import load_classifier
-
         clf = load_classifier(DATA_DIR / classifier_file)
     cons = None
     if consistency_file is not None:

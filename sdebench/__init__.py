@@ -6,11 +6,10 @@ Public API (small on purpose)::
     from sdebench import benchmark, check_order   # bring your own solver (sdebench.byos)
 """
 
-__version__ = "0.1.0"
-
 from .errors import ConfigError, NFEBudgetError  # noqa: E402
 from .model import Model  # noqa: E402
 from .noise import NoiseSource  # noqa: E402
+from .provenance import __version__  # noqa: E402
 from .schedules import make_grid  # noqa: E402
 from .sde import get_sde  # noqa: E402
 

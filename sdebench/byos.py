@@ -29,6 +29,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .errors import MAX_SEED, ConfigError, check_int
+from .run import DEFAULT_METRICS, CellConfig, cell_budget, crn_base_steps, prepare, run_cell
+from .schedules import SCHEDULES
+from .sde import get_sde
+from .solvers import SOLVERS, register
 from .verify import ORDER_TOL, OrderCheck, OrderMismatch, measure_order
 
 if TYPE_CHECKING:
@@ -99,8 +103,6 @@ def temporary_solver(fn: Callable, *, kind: str = "ode", order: float | None = N
     ``sdes``, ``deterministic``, ...). Without an ``order`` the solver is registered with order 0
     (no order check). A kind 'ode' function gets a ``noise`` it cannot draw from (a one-line ConfigError if
     it tries: the harness treats its output as a function of x_T alone)."""
-    from .solvers import SOLVERS, register
-
     default = _check_fn(fn)
     name = default if name is None else str(name)
     if kind not in ("ode", "sde"):
@@ -158,8 +160,6 @@ def check_order(fn: Callable, order: float, *, kind: str = "ode", nfe_per_step: 
     nfes = None if nfe is None else [check_int(n, "nfe", lo=1) for n in _as_list(nfe, "nfe")]
     if nfes is not None and len(nfes) < 2:
         raise ConfigError(f"an order check needs at least two NFE budgets, got {nfes}")
-    from .schedules import SCHEDULES
-    from .sde import get_sde
 
     get_sde(sde)
     if schedule not in SCHEDULES:
@@ -204,8 +204,6 @@ def benchmark(fn: Callable, problems=("gauss1d", "gmm1d"), nfe=None, seeds=(0,),
     Bad input (a non-callable, a wrong signature, an unknown problem / SDE / schedule / metric / option, an
     NFE below 1 or one the declared cost cannot meet, a bad seed) raises one ConfigError line before any
     cell runs."""
-    from .run import DEFAULT_METRICS, CellConfig, cell_budget, crn_base_steps, prepare, run_cell
-
     _check_fn(fn)
     problems = [str(p) for p in _as_list(problems, "problems")]
     nfe_per_step = check_int(nfe_per_step, "nfe_per_step", lo=1)

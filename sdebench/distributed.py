@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 
+from .errors import ConfigError
+from .run import _versions, run_cell
 from .store import Store
 from .sweep import config_from_dict, config_to_dict
 
@@ -36,8 +38,6 @@ def run_and_store(cfg_dict: dict, key: str, store_root: str, label: str, sweep: 
     competing with the other workers make the small tensor operations of a cell 10-20x slower."""
     import torch
 
-    from .run import run_cell
-
     torch.set_num_threads(1)
 
     row = run_cell(config_from_dict(cfg_dict), raise_config_errors=False)
@@ -49,8 +49,6 @@ def run_and_store(cfg_dict: dict, key: str, store_root: str, label: str, sweep: 
 
 def error_row(cfg_dict: dict, message: str, attempts: int) -> dict:
     """The row recorded for a cell that failed every attempt."""
-    from .run import _versions
-
     row = {k: v for k, v in cfg_dict.items() if k not in ("metrics", "solver_options")}
     row["solver_options"] = ",".join(f"{k}={v}" for k, v in sorted(cfg_dict.get("solver_options", {}).items()))
     row.update(status="error", error=message, attempts=attempts)
@@ -119,8 +117,6 @@ def execute(tasks: list, store: Store, *, workers: int | None = None, scheduler:
         try:
             client = Client(scheduler, timeout=connect_timeout)
         except (OSError, TimeoutError) as exc:
-            from .errors import ConfigError
-
             raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r}: {str(exc).splitlines()[0]}") from None
     root = str(store.root.resolve())
     counts: dict = {}

@@ -43,8 +43,10 @@ import math
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, NFEBudgetError
+from .exact import output_gaussian
 from .model import Model
+from .problems.labelled import labelled
 from .reference import reference_flow
 
 __all__ = [
@@ -98,7 +100,6 @@ def check_guidance(problem, guidance: str = "none", scale=0.0, class_label=None,
         if w != 0.0:
             raise ConfigError(f"guidance scale {scale!r} given without guidance; use --guidance cfg or classifier")
         return None
-    from .problems.labelled import labelled
 
     lab = labelled(problem)
     if class_label is None:
@@ -121,8 +122,6 @@ def solver_calls(nfe: int, guidance: str = "none", batched: bool = False, final_
     ``nfe`` counts network evaluations: a call costs :func:`guidance_cost` of them (2 for unbatched CFG),
     and ``final_denoise`` keeps one call for the x0 prediction at t_end. NFEBudgetError (one line) if the
     budget is not a whole number of calls or leaves the solver none."""
-    from .errors import NFEBudgetError
-
     if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
         raise NFEBudgetError(f"NFE must be an integer >= 1, got {nfe}")
     nfe = int(nfe)
@@ -210,8 +209,6 @@ def guidance_columns(cfg, nfe: int) -> dict:
 def class_mass_columns(problem, sde, cfg, x_out: torch.Tensor, t_end: float) -> dict:
     """(d) ``class_mass``: the fraction of samples the exact classifier puts in the target class,
     ``class_masses`` per class, and ``class_mass_null`` on exact samples of p_{t_end}(x | c)."""
-    from .problems.labelled import labelled
-
     lab = labelled(problem)
     c = int(cfg.class_label)
     x_out = x_out.to(torch.float64).cpu()
@@ -280,8 +277,6 @@ def exact_guided_law(spec, sde, grid, cond, uncond, scale: float, m_T, P_T, guid
     """Exact output law (mean, cov) of ``spec`` on the guided field built from a Gaussian conditional
     ``cond = (m_c, S_c)`` and a Gaussian unconditional ``uncond = (m_u, S_u)``, started from N(m_T, P_T).
     The guided score is affine, so :func:`sdebench.exact.output_gaussian` applies."""
-    from .exact import output_gaussian
-
     w = _scale(scale)
     score = _pair_score(sde, cond, uncond, w, guidance)
     return output_gaussian(spec, lambda: Model(sde, score=score), sde, grid, m_T, P_T, nfe=nfe, options=options)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from .errors import ConfigError
 from .sde import ForwardSDE
 
 __all__ = ["Model", "PARAMETRIZATIONS", "eps_from_x0", "x0_from_eps", "score_from_x0", "convert"]
@@ -103,8 +104,6 @@ class Model:
     def consistency(self, x: torch.Tensor, t, t_end) -> torch.Tensor:
         """Consistency function f(x, t): the probability-flow ODE solution at t_end from (x, t); 1 NFE."""
         if self.consistency_fn is None:
-            from .errors import ConfigError
-
             raise ConfigError("this problem's model has no consistency function (consistency solvers need one)")
         self.nfe += self.cost
         return self.consistency_fn(x, t, t_end)

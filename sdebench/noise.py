@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from .errors import ConfigError
+
 __all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "BLOCK", "GENERATORS", "counter_normal"]
 
 BLOCK = 256
@@ -126,8 +128,6 @@ class NoiseSource:
         self._stride = 1
         self._cache: dict = {}
         if generator not in GENERATORS:
-            from .errors import ConfigError
-
             raise ConfigError(f"unknown noise generator {generator!r}; valid: {', '.join(GENERATORS)}")
         self.generator = ("blocks" if self.device.type == "cpu" else "counter") if generator == "auto" else generator
 

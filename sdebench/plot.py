@@ -24,7 +24,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .io import read_table
+from .metrics.images import LEGACY_REF_RTOL
 from .metrics.registry import LABELS
+from .solvers import SOLVERS
+from .store import Store
 
 __all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe", "solver_orders",
            "seed_spread", "reference_accuracy", "METRIC_PREFERENCE", "labels"]
@@ -45,13 +49,9 @@ def load_results(path) -> tuple[pd.DataFrame, Path]:
     the folder that outputs go to by default."""
     import sys
 
-    from .io import read_table
-
     p = Path(path)
     if p.is_dir():
         if (p / "cells").is_dir():
-            from .store import Store
-
             df, rep = Store(p, create=False).consolidate()
             for line in rep.lines():
                 print(f"{p}: {line}", file=sys.stderr)
@@ -115,8 +115,6 @@ def solver_orders(names) -> dict:
     tests/test_registry_orders.py measures as an exact-W2 slope (``SolverSpec.verified_order``). Unknown
     names and solvers whose order is not verified as an NFE slope (consistency samplers, adaptive dopri5,
     batch-coupled pc) are left out."""
-    from .solvers import SOLVERS
-
     return {n: SOLVERS[n].verified_order for n in names
             if n in SOLVERS and SOLVERS[n].verified_order is not None}
 
@@ -246,7 +244,6 @@ def reference_accuracy(sub: pd.DataFrame, metric: str) -> tuple[float, float, st
         v = v[np.isfinite(v) & (v > 0)]
         rtol = float(v.max()) if len(v) else np.nan
     if not np.isfinite(rtol):  # rows that predate path_ref_rtol: the images metric's tolerance then
-        from .metrics.images import LEGACY_REF_RTOL
 
         rtol = float(LEGACY_REF_RTOL)
     return rtol, rtol, f"reference's stated tolerance rtol = {rtol:g}\n(its global error is larger)"

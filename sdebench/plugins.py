@@ -34,6 +34,8 @@ import sys
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 
+from sdebench.errors import ConfigError
+
 __all__ = ["GROUPS", "plugin_entry_points", "describe_entry_point", "report", "load_solver_plugins",
            "load_problem_plugins", "load_metric_plugins", "PluginProblem"]
 
@@ -102,8 +104,6 @@ class PluginProblem:
         self.__module__ = ep.value.split(":")[0]
 
     def __call__(self):
-        from sdebench.errors import ConfigError
-
         try:
             factory = self.ep.load()
             return factory()

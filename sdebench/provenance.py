@@ -6,6 +6,8 @@ import functools
 import subprocess
 from pathlib import Path
 
+__version__ = "0.1.0"  # re-exported as sdebench.__version__ (pyproject.toml has the same)
+
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:

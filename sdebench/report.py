@@ -22,7 +22,17 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .plot import _LABELS, solver_orders, with_primary
+from .guidance import gaussian_analogue_rows
+from .io import write_table, write_text
+from .plot import (
+    _LABELS,
+    GAUSSIAN_FIGURE,
+    GUIDED_FIGURE,
+    plot_error_vs_nfe,
+    plot_error_vs_w,
+    solver_orders,
+    with_primary,
+)
 from .stats import bootstrap_mean_ci, fit_order
 
 __all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
@@ -209,8 +219,6 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
                  "order (x2 for KL).")
     lines.append("")
     if figures:
-        from .plot import plot_error_vs_nfe
-
         for p in plot_error_vs_nfe(df, out_dir / "figures"):
             lines.append(f"![{p.stem}](figures/{p.name})")
             lines.append("")
@@ -239,7 +247,6 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
 
 
 def _write(out_dir: Path, lines: list[str]) -> Path:
-    from .io import write_text
 
     path = out_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
@@ -388,7 +395,6 @@ def closing_note(ok: pd.DataFrame, scales) -> list:
 def gaussian_table(df: pd.DataFrame) -> pd.DataFrame:
     """The exact Gaussian analogue (:func:`sdebench.guidance.gaussian_analogue_rows`) of a guided sweep's
     rows: the same problem, class, SDE, grid, scales, NFE budgets and (ok) solvers."""
-    from .guidance import gaussian_analogue_rows
 
     df = _guided_rows(df)
     cfg = _guided_cfg(df)
@@ -425,7 +431,6 @@ def gaussian_section(g: pd.DataFrame, cfg: dict, fig_path: str) -> str:
 def guided_figures(df: pd.DataFrame, fig_dir, gaussian: pd.DataFrame | None = None) -> list[Path]:
     """The error-vs-w figure of a guided sweep (mean over seeds, band min..max) and, with ``gaussian``,
     the exact Gaussian analogue's; written to ``fig_dir``."""
-    from .plot import GAUSSIAN_FIGURE, GUIDED_FIGURE, plot_error_vs_w
 
     df = _guided_rows(df)
     ok = df[df["status"] == "ok"]
@@ -446,7 +451,6 @@ def guided_figures(df: pd.DataFrame, fig_dir, gaussian: pd.DataFrame | None = No
 
 def guided_report_lines(df: pd.DataFrame, manifest: dict | None, figures: bool, out_dir: Path,
                         gaussian: pd.DataFrame | None) -> list[str]:
-    from .plot import GAUSSIAN_FIGURE, GUIDED_FIGURE
 
     df = _guided_rows(df, manifest)
     if figures and (df["status"] == "ok").any():
@@ -476,7 +480,6 @@ def store_gaussian(df: pd.DataFrame, root, manifest: dict | None, fresh: bool = 
     path = Path(root) / GAUSSIAN_TABLE
     if not fresh and path.is_file():
         return read_gaussian(path)
-    from .io import write_table
 
     g = gaussian_table(df)
     write_table(g, path)

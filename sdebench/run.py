@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import __version__
 from .errors import ConfigError, NFEBudgetError
 from .guidance import check_guidance, guidance_columns, guidance_cost, guided_model, solver_calls
 from .metrics.nulls import NULL_DRAWS, null_draws
@@ -31,9 +30,13 @@ from .metrics.registry import DESCRIPTIONS as METRICS
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
+from .problems import get_problem
 from .problems.labelled import labelled
+from .provenance import __version__, git_commit
 from .schedules import make_grid
 from .sde import get_sde
+from .solvers import get_solver
+from .stats import at_floor
 
 __all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps", "cell_budget",
            "FinalDenoise", "NULL_DRAWS", "null_draws"]
@@ -131,9 +134,6 @@ def _dtype(name: str):
 
 def prepare(cfg: CellConfig):
     """Validate a config and build (problem, sde, spec, steps, grid, options); raises ConfigError."""
-    from .problems import get_problem
-    from .solvers import get_solver
-
     problem = get_problem(cfg.problem)
     sde = get_sde(cfg.sde, T=cfg.T)
     spec = get_solver(cfg.solver)
@@ -185,15 +185,11 @@ def floor_flags(row: dict) -> dict:
     """<metric>_at_floor: the value is not significantly above its null distribution (below the mean of the
     null draws + 2 standard deviations; metrics whose null is a standard error: below 3 of them); see
     sdebench.stats.at_floor."""
-    from .stats import at_floor
-
     return {f"{m}_at_floor": bool(at_floor(row[m], row[f"{m}_null"], null_sd=row.get(f"{m}_null_sd")))
             for m in METRICS if m in row and f"{m}_null" in row}
 
 
 def _versions(device: str) -> dict:
-    from .provenance import git_commit
-
     return {"sdebench_version": __version__, "torch_version": torch.__version__, "git_commit": git_commit(),
             "device_name": _device_name(device)}
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .run import CellConfig, run_cell
+
 __all__ = ["ORDER_TOL", "ORDER_PROBLEM", "exact_w2_curve", "fitted_slope", "slope_fit", "OrderCheck",
            "OrderMismatch", "measure_order"]
 
@@ -40,8 +42,6 @@ def exact_w2_curve(spec, nfes, schedule, sde: str | None = None, **options):
     """(steps, exact W2) of ``spec`` on gauss1d over the NFE budgets ``nfes`` on ``schedule``; ``sde``
     defaults to VP (or the first SDE the solver applies to). A cell that does not end with status ok
     raises RuntimeError with its error."""
-    from .run import CellConfig, run_cell
-
     steps, errs = [], []
     for nfe in nfes:
         row = run_cell(CellConfig(problem=ORDER_PROBLEM, sde=sde or _sde_for(spec), solver=spec.name, nfe=nfe,

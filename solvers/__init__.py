@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from sdebench.plugins import load_solver_plugins
+
 from .base import SOLVERS, SolverSpec, get_solver, register
 
 __all__ = ["SOLVERS", "SolverSpec", "get_solver", "register", "MODULES"]
@@ -36,8 +38,6 @@ def _load_all() -> None:
     _loaded = True
     for mod in MODULES:
         importlib.import_module(f"{__name__}.{mod}")
-    from sdebench.plugins import load_solver_plugins
-
     load_solver_plugins(SOLVERS)
 
 

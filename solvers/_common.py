@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sdebench.errors import ConfigError
+
 _CACHE_MAX = 65_536
 
 
@@ -92,7 +94,5 @@ def ends_at_zero(grid) -> bool:
 def refuse_zero_end(name: str, grid, why: str) -> None:
     """Raise the one-line ConfigError of a solver that cannot take a grid ending at t = 0."""
     if ends_at_zero(grid):
-        from sdebench.errors import ConfigError
-
         raise ConfigError(f"solver {name!r} cannot take a grid ending at t = 0 (sigma = 0): {why}; "
                           f"end the grid at t_end > 0 (e.g. 1e-3) or use --final-denoise")

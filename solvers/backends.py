@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from sdebench.errors import ConfigError
+from sdebench.errors import ConfigError, NFEBudgetError
 
 from ._common import at, ends_at_zero, pf_drift, refuse_zero_end
 from .base import register
@@ -232,8 +232,6 @@ def torchsde_reversible_heun(model, x, grid, sde, noise):
 
 
 def _rh_steps(nfe: int) -> int:
-    from sdebench.errors import NFEBudgetError
-
     if nfe < 2:
         raise NFEBudgetError(f"torchsde-reversible-heun needs NFE >= 2 (N steps cost N + 1), got {nfe}")
     return nfe - 1

@@ -345,9 +345,8 @@ def register(
 
 
 def get_solver(name: str) -> SolverSpec:
-    from . import _load_all
-
-    _load_all()
+    # the built-in modules and plugins are registered by sdebench/solvers/__init__.py (its _load_all), which
+    # always runs before this module can be reached
     if name not in SOLVERS:
         raise ConfigError(f"unknown solver {name!r}; valid: {', '.join(sorted(SOLVERS))}")
     return SOLVERS[name]

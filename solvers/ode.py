@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from sdebench.errors import ConfigError
+
 from ._common import at, pf_drift
 from .base import Rule, register
 
@@ -70,8 +72,6 @@ def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     removes the eps and noise terms): the data prediction, as in diffusers.
     """
     if not (0.0 <= eta <= 1.0):
-        from sdebench.errors import ConfigError
-
         raise ConfigError(f"ddim eta must lie in [0, 1], got {eta}")
     if eta > 0 and noise is None:
         raise ValueError("ddim with eta > 0 needs a NoiseSource")

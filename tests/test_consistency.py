@@ -11,10 +11,11 @@ from sdebench.metrics import gaussian as gx
 from sdebench.model import Model
 from sdebench.noise import NoiseSource
 from sdebench.problems import get_problem
-from sdebench.problems.consistency import distill, gaussian_consistency, mlp_consistency_function, ode_consistency
+from sdebench.problems.consistency import gaussian_consistency, ode_consistency
 from sdebench.schedules import make_grid
 from sdebench.sde import get_sde
 from sdebench.solvers import get_solver
+from sdebench.training.consistency import distill, mlp_consistency_function
 
 torch.set_num_threads(1)
 
@@ -97,9 +98,10 @@ def test_distillation_learns_gaussian_map():
 def test_unet_distillation_checkpoint(tmp_path):
     """A few steps of U-Net consistency distillation write a loadable checkpoint whose consistency function
     satisfies the boundary condition f(x, t_end) = x and refuses another t_end."""
-    from sdebench.problems.consistency import distill_unet, network_consistency_function
+    from sdebench.problems.checkpoint import load_checkpoint
+    from sdebench.problems.consistency import network_consistency_function
     from sdebench.problems.images import digits_problem
-    from sdebench.problems.train import load_checkpoint
+    from sdebench.training.consistency import distill_unet
 
     cfg = distill_unet(digits_problem(), teacher="euler", N=4, steps=2, batch=4, out=tmp_path / "cd",
                        progress=False, ckpt_every=1)

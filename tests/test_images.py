@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from sdebench.errors import ConfigError
-from sdebench.metrics.images import REF_RTOL
 from sdebench.problems import images
-from sdebench.problems.train import load_checkpoint, train_dsm
+from sdebench.problems.checkpoint import load_checkpoint
+from sdebench.problems.images import REF_RTOL
 from sdebench.problems.unet import UNet
+from sdebench.training.unet import train_dsm
 
 torch.set_num_threads(1)
 
@@ -231,7 +232,7 @@ def test_invalid_architecture_field_is_a_one_line_error(tmp_path, capsys, field,
 def test_checkpoint_without_digest_loads_with_one_warning(tmp_path, capsys):
     """Policy for checkpoints saved before digests were recorded: they load (same weights), with one warning
     line on stderr per file and process; record_hashes() adds the digests without touching the weights."""
-    from sdebench.problems import train
+    from sdebench.problems import checkpoint as train
 
     _tiny(tmp_path, "o", 2)
     j = tmp_path / "o.json"
@@ -265,7 +266,7 @@ def test_committed_checkpoints_record_their_digests(capsys):
     import hashlib
 
     from sdebench.metrics.images import load_classifier
-    from sdebench.problems import train
+    from sdebench.problems import checkpoint as train
 
     train._WARNED.clear()
     for stem in ("digits_unet", "digits_consistency", "digits_classifier"):

@@ -7,8 +7,8 @@ import torch
 
 from sdebench.errors import ConfigError
 from sdebench.problems import get_problem
-from sdebench.problems.learned import ScoreMLP, _loss, score_error, train_score
 from sdebench.sde import get_sde
+from sdebench.training.learned import ScoreMLP, _loss, score_error, train_score
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,7 @@ def test_bad_objective():
 def test_distillation_table_teacher_orders():
     """The ideal distillation target's one-step error (teacher's N-step solve vs the oracle) falls like
     N^-p: ratio ~2 per doubling for euler (p = 1), ~4 for heun (p = 2)."""
-    from sdebench.problems.consistency import distillation_table
+    from sdebench.training.consistency import distillation_table
 
     rows = distillation_table(get_problem("gauss1d"), get_sde("vp"), ["euler", "heun"], [16, 32], iters=2, n=256)
     r = {(row["teacher"], row["N"]): row["teacher_err"] for row in rows}

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from sdebench.metrics.registry import METRICS
+from sdebench.problems import PROBLEMS, describe
+from sdebench.schedules import SCHEDULES
+from sdebench.sde import SDES
+from sdebench.solvers import SOLVERS
+
 
 def add_parser(sub):
     p = sub.add_parser("list", help="list solvers, problems, SDEs, schedules and metrics",
@@ -18,12 +24,6 @@ def _order(spec) -> str:
 
 
 def main(args) -> int:
-    from sdebench.metrics.registry import METRICS
-    from sdebench.problems import PROBLEMS, describe
-    from sdebench.schedules import SCHEDULES
-    from sdebench.sde import SDES
-    from sdebench.solvers import SOLVERS
-
     w = args.what
     if w in ("all", "solvers"):
         print("SOLVERS  (name, kind, order, NFE per step, capabilities: description)")

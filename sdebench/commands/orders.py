@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sdebench.errors import ConfigError
+from sdebench.io import check_writable, read_table, write_table
+from sdebench.run import METRICS
+from sdebench.stats import fit_order, point_summary
+
 if TYPE_CHECKING:  # pandas loads when a table is read, not when the parser is built
     import pandas as pd
 
@@ -33,10 +38,6 @@ def add_parser(sub):
 
 def fit_table(df: pd.DataFrame, metrics=None, B: int = 1000) -> pd.DataFrame:
     import pandas as pd
-
-    from sdebench.errors import ConfigError
-    from sdebench.run import METRICS
-    from sdebench.stats import fit_order
 
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
@@ -89,9 +90,6 @@ def main(args) -> int:
     import pandas as pd
     import torch
 
-    from sdebench.errors import ConfigError
-    from sdebench.io import check_writable, read_table, write_table
-
     torch.set_num_threads(1)
     try:
         B = int(args.bootstrap)
@@ -113,8 +111,6 @@ def main(args) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
         print(show[cols].to_string(index=False))
     if args.points:
-        from sdebench.stats import point_summary
-
         ok = df[df["status"] == "ok"] if "status" in df.columns else df
         keys = [k for k in GROUP if k in ok.columns] + ["nfe"]
         pts = point_summary(ok, sorted(set(fits["metric"])), keys, B=B)

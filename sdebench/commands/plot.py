@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sdebench.io import check_output_dir
+
 
 def add_parser(sub):
     p = sub.add_parser("plot", help="draw error-vs-NFE figures (seaborn, log-log) from results",
@@ -18,7 +20,6 @@ def add_parser(sub):
 
 
 def main(args) -> int:
-    from sdebench.io import check_output_dir
     from sdebench.plot import load_results, plot_error_vs_nfe
 
     df, base = load_results(args.results)

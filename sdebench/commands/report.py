@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from sdebench.commands.run import int_list, positive_float
+from sdebench.errors import ConfigError
+from sdebench.io import check_output_dir, check_output_file
+from sdebench.store import Store
+
 
 def add_parser(sub):
     p = sub.add_parser("report", help="write a markdown report with tables and figures from results",
@@ -17,17 +22,12 @@ def add_parser(sub):
 
 
 def main(args) -> int:
-    from sdebench.commands.run import positive_float
-    from sdebench.errors import ConfigError
-    from sdebench.io import check_output_dir, check_output_file
     from sdebench.plot import load_results
     from sdebench.report import write_report
 
     df, base = load_results(args.results)
     nfe = None
     if args.nfe:
-        from sdebench.commands.run import int_list
-
         nfe = int_list(args.nfe, "--nfe", lo=1)
     tol = None
     if args.tol:
@@ -38,7 +38,6 @@ def main(args) -> int:
     check_output_file(out / "report.md", None)
     if not args.no_figures:
         check_output_dir(out / "figures")
-    from sdebench.store import Store
 
     manifest = Store(base, create=False).manifest() if (base / "cells").is_dir() else None
     from pathlib import Path

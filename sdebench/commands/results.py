@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from sdebench.errors import ConfigError
+from sdebench.io import check_output_file, check_writable, write_table
+from sdebench.store import Store
+
 
 def add_parser(sub):
     p = sub.add_parser("results", help="consolidate a results store into one parquet/CSV table",
@@ -39,10 +43,6 @@ def summarize(df) -> str:
 
 
 def main(args) -> int:
-    from sdebench.errors import ConfigError
-    from sdebench.io import check_output_file, check_writable, write_table
-    from sdebench.store import Store
-
     store = Store(args.path, create=False)
     if args.out:
         check_writable(args.out)

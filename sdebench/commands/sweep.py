@@ -6,6 +6,13 @@ from __future__ import annotations
 import sys
 import time
 
+from sdebench.distributed import execute
+from sdebench.errors import ConfigError
+from sdebench.io import check_output_dir, write_table
+from sdebench.progress import Progress
+from sdebench.store import Store
+from sdebench.sweep import config_to_dict, load_sweep
+
 
 def add_parser(sub):
     p = sub.add_parser("sweep", help="run a TOML sweep file (resumable, on Dask), then consolidate and report",
@@ -29,13 +36,6 @@ def add_parser(sub):
 
 
 def main(args) -> int:
-    from sdebench.distributed import execute
-    from sdebench.errors import ConfigError
-    from sdebench.io import check_output_dir, write_table
-    from sdebench.progress import Progress
-    from sdebench.store import Store
-    from sdebench.sweep import config_to_dict, load_sweep
-
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers} (--serial runs the cells in this process)")
     if args.serial and (args.workers is not None or args.scheduler is not None):

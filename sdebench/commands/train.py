@@ -6,6 +6,16 @@ import shlex
 import sys
 
 from sdebench.errors import MAX_SEED, ConfigError, check_int
+from sdebench.io import check_output_file
+from sdebench.metrics.images import save_classifier
+from sdebench.problems import get_problem
+from sdebench.problems.checkpoint import _stem
+from sdebench.problems.images import digits_problem, load_data
+from sdebench.sde import get_sde
+from sdebench.training.classifier import train_classifier
+from sdebench.training.consistency import distill_unet, distillation_table
+from sdebench.training.learned import learned_table
+from sdebench.training.unet import train_dsm
 
 
 def add_parser(sub):
@@ -49,9 +59,6 @@ def add_parser(sub):
 
 def check_stem(stem: str) -> str:
     """The checkpoint files ``<stem>.safetensors`` / ``.json`` / ``.state.safetensors`` can be written."""
-    from sdebench.io import check_output_file
-    from sdebench.problems.train import _stem
-
     base = str(_stem(stem))
     for suffix in (".safetensors", ".json", ".state.safetensors"):
         check_output_file(base + suffix, None)
@@ -71,8 +78,6 @@ def _check_counts(args) -> None:
 
 
 def main(args) -> int:
-    from sdebench.problems.train import train_dsm
-
     _check_counts(args)
     arch = {}
     if args.threads is not None:
@@ -114,9 +119,6 @@ def main(args) -> int:
 def _train_classifier(args, safe_data: str) -> int:
     import time
 
-    from sdebench.metrics.images import save_classifier, train_classifier
-    from sdebench.problems.images import load_data
-
     out = check_stem(args.out or f"runs/checkpoints/{safe_data}_classifier")
     data = load_data(args.data)
     t0 = time.perf_counter()
@@ -135,9 +137,6 @@ def _train_classifier(args, safe_data: str) -> int:
 def _mlp_experiments(args) -> int:
     import pandas as pd
 
-    from sdebench.problems import get_problem
-    from sdebench.sde import get_sde
-
     if args.problem is None:
         raise ConfigError("--score-matching and --consistency need --problem (an analytic target, e.g. gmm2d-ring8)")
     problem = get_problem(args.problem)
@@ -147,14 +146,10 @@ def _mlp_experiments(args) -> int:
         raise ConfigError(f"need --iters >= 1 and --samples >= 2, got {args.iters}, {args.samples}")
     sde = get_sde(args.sde)
     if args.score_matching:
-        from sdebench.problems.learned import learned_table
-
         objs = [o.strip() for o in args.score_matching.split(",")]
         rows = learned_table(problem, sde, objs, iters=args.iters, solver=args.solver, nfe=args.nfe,
                              n=args.samples, seed=args.seed, log=None)
     else:
-        from sdebench.problems.consistency import distillation_table
-
         try:
             Ns = [int(v) for v in args.N.split(",")]
         except ValueError:
@@ -169,9 +164,6 @@ def _mlp_experiments(args) -> int:
 
 
 def _distill_images(args, safe_data: str) -> int:
-    from sdebench.problems.consistency import distill_unet
-    from sdebench.problems.images import digits_problem
-
     if args.data != "digits":
         raise ConfigError(f"--consistency without --problem distills the digits model; got --data {args.data}")
     teachers = [t.strip() for t in args.teacher.split(",")]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import time
 
+from sdebench.errors import ConfigError
+from sdebench.io import check_output_dir, check_output_file
+from sdebench.validate import CHECKS, format_table, plot_claims, run_battery, write_markdown
+
 
 def add_parser(sub):
     p = sub.add_parser("validate", help="run the theorem battery: predicted vs measured, PASS/FAIL per claim",
@@ -22,10 +26,6 @@ def add_parser(sub):
 
 
 def main(args) -> int:
-    from sdebench.errors import ConfigError
-    from sdebench.io import check_output_dir, check_output_file
-    from sdebench.validate import CHECKS, format_table, plot_claims, run_battery, write_markdown
-
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     if only:
         names = [c.__name__ for c in CHECKS]

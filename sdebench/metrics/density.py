@@ -51,6 +51,10 @@ import torch
 
 from sdebench.errors import ConfigError
 
+from . import stochastic as st
+from .nulls import null_columns, null_draws
+from .registry import ESTIMATE, Metric, register_metric
+
 __all__ = ["MAX_DIM", "R_TAIL_MAX", "output_log_density", "kl_from_logratio", "kl_tv_from_logratio", "tail_index",
            "cv_features", "density_metrics", "check_deterministic", "init_moments", "init_log_prob"]
 
@@ -212,8 +216,6 @@ def _kl_tv(ctx) -> dict:
             return density_metrics(ctx.solver, ctx.make_model(), ctx.x_T.to(torch.float64).cpu(), ctx.grid, sde,
                                    logp0, target, nfe=ctx.nfe, options=ctx.options,
                                    init_moments=init_moments(ctx.cond, sde, cfg.init))
-        from . import stochastic as st
-        from .nulls import null_columns, null_draws
 
         a = st.kde_tv_kl(ctx.x0, target)
         nulls = null_draws(target, ctx.n, "kde", lambda y: st.kde_tv_kl(y, target))
@@ -233,14 +235,9 @@ def _part(name: str):
 
 
 def _register() -> None:
-    from .registry import ESTIMATE, Metric, register_metric
-
     common = dict(applies=_kl_tv_applies, has_se=True, has_null=True, default=True, stage=ESTIMATE, no_grad=False,
                   problems=f"ODE solvers with d <= {MAX_DIM} (density); SDE solvers with d <= 2 (KDE)")
     register_metric(Metric("kl", "KL(q || p): exact change-of-variables density for ODE solvers (d <= 64), binned "
                            "KDE for SDE (d <= 2)", "KL", _part("kl"), **common))
     register_metric(Metric("tv", "TV(q, p): exact change-of-variables density for ODE solvers (d <= 64), binned "
                            "KDE for SDE (d <= 2)", "TV (estimated)", _part("tv"), **common))
-
-
-_register()

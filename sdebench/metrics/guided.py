@@ -4,6 +4,9 @@ network, :mod:`sdebench.metrics.images`)."""
 
 from __future__ import annotations
 
+from sdebench.guidance import class_mass_columns, path_err_columns
+
+from .images import image_metric
 from .registry import GUIDED, Metric, register_metric
 
 __all__ = []
@@ -14,8 +17,6 @@ def _class_mass_applies(ctx):
 
 
 def _class_mass(ctx) -> dict:
-    from sdebench.guidance import class_mass_columns
-
     return class_mass_columns(ctx.problem, ctx.sde, ctx.cfg, ctx.x0, ctx.t_end)
 
 
@@ -32,22 +33,22 @@ def _path_err_applies(ctx):
 
 def _path_err(ctx) -> dict:
     if ctx.is_image:
-        from .images import image_metric
-
         return image_metric(ctx, "path_err")
-    from sdebench.guidance import path_err_columns
 
     return path_err_columns(ctx.problem, ctx.sde, ctx.cfg, ctx.x_T, ctx.x0, ctx.t_end)
 
 
-register_metric(Metric("class_mass", "guided cells: fraction of samples the exact classifier puts in the target class "
-                       "(+ null)", "target-class mass", _class_mass, applies=_class_mass_applies, has_null=True,
-                       columns=("class_masses",), problems="labelled mixtures, guided cells", stage=GUIDED,
-                       default_when=lambda ctx: ctx.guided))
-register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: rtol 1e-8; "
-                       "guided: 1e-10); path_ref_err: its own error",
-                       "path error (RMS vs reference)",
-                       _path_err, applies=_path_err_applies, columns=("path_err_med", "path_err_max", "ref_nfe",
-                                                                     "path_ref_nfe", "path_ref_rtol", "path_ref_err"),
-                       problems="image problems and guided cells, deterministic solvers", stage=GUIDED,
-                       default_when=lambda ctx: ctx.is_image or ctx.guided))
+def _register() -> None:
+    register_metric(Metric("class_mass", "guided cells: fraction of samples the exact classifier puts in the "
+                           "target class (+ null)", "target-class mass", _class_mass, applies=_class_mass_applies,
+                           has_null=True,
+                           columns=("class_masses",), problems="labelled mixtures, guided cells", stage=GUIDED,
+                           default_when=lambda ctx: ctx.guided))
+    register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: rtol 1e-8; "
+                           "guided: 1e-10); path_ref_err: its own error",
+                           "path error (RMS vs reference)",
+                           _path_err, applies=_path_err_applies,
+                           columns=("path_err_med", "path_err_max", "ref_nfe", "path_ref_nfe", "path_ref_rtol",
+                                    "path_ref_err"),
+                           problems="image problems and guided cells, deterministic solvers", stage=GUIDED,
+                           default_when=lambda ctx: ctx.is_image or ctx.guided))

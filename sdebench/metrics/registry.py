@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdebench.errors import ConfigError
+from sdebench.plugins import load_metric_plugins
+
+from .nulls import null_columns, null_draws
 
 __all__ = ["Metric", "MetricContext", "METRICS", "DEFAULT_METRICS", "DESCRIPTIONS", "LABELS", "register_metric",
            "unregister_metric", "get_metric", "check_metrics", "labels", "default_metrics", "wanted_metrics",
@@ -242,12 +245,14 @@ def compute_metrics(ctx: MetricContext, stages=None) -> dict:
 
 
 def _load_families() -> None:
-    # registry order: exact law, samples, density, stochastic, image, guided (the order of `sdebench list`)
+    # registry order: exact law, samples, density, stochastic, image, guided (the order of `sdebench list`);
+    # the families import each other, so each registers its metrics here, in this order, not on import
     import importlib
 
     global _BUILTIN
-    for family in ("gaussian", "samples", "density", "stochastic", "images", "guided"):
-        importlib.import_module(f"{__package__}.{family}")
+    families = ("gaussian", "samples", "density", "stochastic", "images", "guided")
+    for module in [importlib.import_module(f"{__package__}.{family}") for family in families]:
+        module._register()
     _BUILTIN = frozenset(METRICS)
     _load_plugins()
 
@@ -257,8 +262,6 @@ def _plugin_metric(name: str, plugin) -> Metric:
     ``plugin.compute(x, target, seed)`` on the samples, and on NULL_DRAWS exact target samples for its null."""
 
     def compute(ctx) -> dict:
-        from .nulls import null_columns, null_draws
-
         target, seed = ctx.target, ctx.cfg.seed
         row = {name: float(plugin.compute(ctx.x0, target, seed))}
         row.update(null_columns(name, null_draws(target, ctx.n, name, lambda y: float(plugin.compute(y, target, seed)),
@@ -276,8 +279,6 @@ DESCRIPTIONS_OF_PLUGINS: dict = {}
 
 
 def _load_plugins() -> None:
-    from sdebench.plugins import load_metric_plugins
-
     found = dict(DESCRIPTIONS)  # load_metric_plugins refuses names taken here and adds the plugins' descriptions
     for name, plugin in load_metric_plugins(found).items():
         DESCRIPTIONS_OF_PLUGINS[name] = found[name]

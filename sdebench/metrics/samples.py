@@ -16,6 +16,10 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .images import image_metric
+from .nulls import null_columns, null_draws, target_sample
+from .registry import SAMPLE, Metric, register_metric
+
 __all__ = ["mixture_quantile", "w1_exact", "w2_exact_1d", "sliced_w2", "emd_w2", "directions"]
 
 _SQRT2 = math.sqrt(2.0)
@@ -168,8 +172,6 @@ def emd_w2(x: torch.Tensor, y: torch.Tensor) -> float:
 # ---- registry -----------------------------------------------------------------------------------------------
 def _w_1d(name: str, fn):
     def compute(ctx) -> dict:
-        from .nulls import null_columns, null_draws
-
         target = ctx.target
         w, m, s = target.weights, target.means[:, 0], torch.sqrt(target.covs[:, 0, 0])
         row = {name: fn(ctx.x0[:, 0], w, m, s)}
@@ -185,10 +187,7 @@ def _one_d(ctx):
 
 def _sliced_w2(ctx) -> dict:
     if ctx.is_image:
-        from .images import image_metric
-
         return image_metric(ctx, "sliced_w2")
-    from .nulls import null_columns, null_draws
 
     target, seed = ctx.target, ctx.cfg.seed
     row = {"sliced_w2": sliced_w2(ctx.x0, target, seed=seed)}
@@ -206,16 +205,12 @@ def _emd_applies(ctx):
 
 
 def _emd_w2(ctx) -> dict:
-    from .nulls import null_columns, null_draws, target_sample
-
     row = {"emd_w2": emd_w2(ctx.x0, target_sample(ctx.target, ctx.n, ctx.cfg.seed, stream=2))}
     row.update(null_columns("emd_w2", null_draws(ctx.target, ctx.n, "emd_w2", emd_w2, paired=True)))
     return row
 
 
 def _register() -> None:
-    from .registry import SAMPLE, Metric, register_metric
-
     common = dict(has_null=True, default=True, stage=SAMPLE)
     register_metric(Metric("w1", "exact W1 between the 1-D samples and the target (quantile function)",
                            "W1 (exact 1-D)", _w_1d("w1", w1_exact), applies=_one_d, problems="1-D", **common))
@@ -227,6 +222,3 @@ def _register() -> None:
     register_metric(Metric("emd_w2", "W2 between the samples and an independent target sample (POT, n <= 10,000)",
                            "empirical W2 (POT)", _emd_w2, applies=_emd_applies, problems="analytic, n <= 10,000",
                            **common))
-
-
-_register()

@@ -45,6 +45,10 @@ import numpy as np
 import torch
 
 from sdebench.errors import ConfigError
+from sdebench.problems import GaussianMixture
+
+from .nulls import null_columns, null_draws, target_sample
+from .registry import ESTIMATE, Metric, register_metric
 
 __all__ = ["component_scale", "scott_bandwidth", "kde_tv_kl", "mmd", "mmd2_exact", "kernel_mean", "kernel_cross",
            "sinkhorn",
@@ -124,7 +128,6 @@ def kde_tv_kl(x: torch.Tensor, mix, h: float | None = None, max_points: int | No
     q = _smooth(counts, axes, h) / n
     mesh = torch.meshgrid(*axes, indexing="ij")
     pts = torch.stack([m.reshape(-1) for m in mesh], 1)
-    from sdebench.problems import GaussianMixture
 
     ph = GaussianMixture(mix.weights, mix.means, mix.covs + h * h * torch.eye(d, dtype=torch.float64))
     logp = ph.log_prob(pts).reshape(q.shape)
@@ -301,8 +304,6 @@ def _analytic(ctx):
 
 
 def _mmd(ctx) -> dict:
-    from .nulls import null_columns, null_draws
-
     target = ctx.target
     a = mmd(ctx.x0, target)
     row = {"mmd": a["mmd"], "mmd_se": a["mmd_se"]}
@@ -317,8 +318,6 @@ def _mode_mass_applies(ctx):
 
 
 def _mode_mass(ctx) -> dict:
-    from .nulls import null_columns, null_draws
-
     target = ctx.target
     a = mode_mass_error(ctx.x0, target)
     row = {"mode_mass": a["mode_mass"], "mode_mass_se": a["mode_mass_se"]}
@@ -334,8 +333,6 @@ def _sinkhorn_applies(ctx):
 
 
 def _sinkhorn(ctx) -> dict:
-    from .nulls import null_columns, null_draws, target_sample
-
     target, n = ctx.target, ctx.n
     reg = sinkhorn_reg(target)
     row = {"sinkhorn": sinkhorn(ctx.x0, target_sample(target, n, ctx.cfg.seed, stream=2), reg)}
@@ -345,8 +342,6 @@ def _sinkhorn(ctx) -> dict:
 
 
 def _register() -> None:
-    from .registry import ESTIMATE, Metric, register_metric
-
     register_metric(Metric("mmd", "MMD, Gaussian kernel, closed-form kernel mean against the mixture (unbiased, any d)",
                            "MMD", _mmd, applies=_analytic, has_se=True, has_null=True, default=True, stage=ESTIMATE,
                            problems="analytic, any d"))
@@ -356,6 +351,3 @@ def _register() -> None:
     register_metric(Metric("mode_mass", "max over modes of |sampled mass - weight| (responsibilities; mixtures with "
                            "K >= 2)", "mode mass error", _mode_mass, applies=_mode_mass_applies, has_se=True,
                            has_null=True, default=True, stage=ESTIMATE, problems="mixtures with K >= 2"))
-
-
-_register()

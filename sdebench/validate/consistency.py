@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from ..problems import get_problem
+from ..problems.consistency import gaussian_consistency
 from ..reference import reference_flow
 from ..sde import get_sde
 from .core import Claim, _exact_flow, _pathwise_curves, _slope_claim
@@ -14,8 +16,6 @@ from .core import Claim, _exact_flow, _pathwise_curves, _slope_claim
 def _consistency_claims(quick: bool) -> list[Claim]:
     """Exact Gaussian consistency function f(x, t) = alpha_e mu + sqrt(v_e / v_t)(x - alpha_t mu) against
     (a) the exact flow map integrated by dopri5 at rtol = atol = 1e-10, (b) teachers of order p."""
-    from ..problems import get_problem
-
     out = []
     t0 = time.perf_counter()
     problem, sde = get_problem("gauss1d"), get_sde("vp")
@@ -28,7 +28,6 @@ def _consistency_claims(quick: bool) -> list[Claim]:
     err = float((flow - f_exact).abs().max())
     detail = "f from docs/theory.md#gaussian-consistency-function (sdebench.validate._exact_flow)"
     try:  # the consistency issue's own oracle, an independent implementation, when it is installed
-        from ..problems.consistency import gaussian_consistency
 
         err_oracle = float((gaussian_consistency(problem, sde, x_T, sde.T, e) - flow).abs().max())
         detail += f"; problems.consistency.gaussian_consistency vs dopri5: {err_oracle:.2e}"

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from ..problems import get_problem
 from ..sde import get_sde
 from .core import Claim, _exact_sweep, _g, _slope_claim
 
@@ -81,8 +82,6 @@ def _w2_mixture_1d(w1, m1, s1, w2, m2, s2, M: int = 4000) -> float:
 
 
 def _early_stop_claim(quick: bool) -> list[Claim]:
-    from ..problems import get_problem
-
     t0 = time.perf_counter()
     problem, sde = get_problem("gmm1d"), get_sde("vp")
     deltas = np.logspace(-5, -3, 5 if quick else 9)

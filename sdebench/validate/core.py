@@ -11,9 +11,11 @@ import numpy as np
 import torch
 
 from ..model import Model
+from ..problems import get_problem
 from ..run import CellConfig, run_cell
 from ..schedules import make_grid
 from ..sde import get_sde
+from ..solvers import SOLVERS, get_solver
 from ..stats import fit_order
 
 
@@ -50,9 +52,6 @@ def _g(v: float) -> str:
 
 
 def _solver_available(name: str) -> bool:
-    from ..solvers import SOLVERS, _load_all
-
-    _load_all()
     return name in SOLVERS
 
 
@@ -68,8 +67,6 @@ def _slope_claim(c: Claim, x, Y, predicted: float, tol: float, null=None, semilo
 
 def _exact_sweep(solver, steps_list, problem="gauss1d", sde="vp", metrics=("w2_exact", "tv_exact", "kl_exact"),
                  **kw):
-    from ..solvers import get_solver
-
     spec = get_solver(solver)
     rows = []
     for steps in steps_list:
@@ -98,9 +95,6 @@ def _exact_flow(problem, sde, x, t_from: float, t_to: float) -> torch.Tensor:
 
 def _pathwise_curves(solver, steps_list, seeds, n, schedule="uniform", problem_name="gauss1d", sde_name="vp"):
     """RMS |x_hat - x_exact| from the same x_T, one curve per seed."""
-    from ..problems import get_problem
-    from ..solvers import get_solver
-
     problem, sde, spec = get_problem(problem_name), get_sde(sde_name), get_solver(solver)
     t_end = sde.t_end_default
     Y = np.zeros((len(seeds), len(steps_list)))

@@ -6,20 +6,19 @@ import time
 
 import torch
 
+from ..metrics import density as dn
+from ..metrics import gaussian as gx
 from ..model import Model
+from ..problems import get_problem
 from ..run import CellConfig, run_cell
 from ..schedules import make_grid
 from ..sde import get_sde
+from ..solvers import get_solver
 from .core import Claim
 
 
 def _density_claims(quick: bool) -> list[Claim]:
     """Change-of-variables KL/TV against (a) the exact Gaussian law, (b) quadrature on gmm1d."""
-    from ..metrics import density as dn
-    from ..metrics import gaussian as gx
-    from ..problems import get_problem
-    from ..solvers import get_solver
-
     out = []
     t0 = time.perf_counter()
     n = 2000 if quick else 8000

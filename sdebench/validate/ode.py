@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from ..model import Model
+from ..problems import get_problem
 from ..schedules import make_grid
 from ..sde import get_sde
+from ..solvers import get_solver
 from .core import Claim, _exact_sweep, _pathwise_curves, _slope_claim, _solver_available
 
 
@@ -61,9 +63,6 @@ def _dpm3_claim(quick: bool) -> list[Claim]:
 
 def _ddim_claim(quick: bool) -> list[Claim]:
     """DDIM (eta = 0) against DPM-Solver-1 (registered) or the closed form of docs/theory.md#exponential-integrators."""
-    from ..problems import get_problem
-    from ..solvers import get_solver
-
     t0 = time.perf_counter()
     problem, sde = get_problem("gmm1d"), get_sde("vp")
     grid = make_grid(sde, 10, sde.t_end_default, "uniform")

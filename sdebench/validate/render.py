@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..io import write_text
+from ..provenance import __version__, git_commit
 from .core import Claim
 
 
@@ -59,9 +60,6 @@ def plot_claims(claims: list[Claim], folder) -> list[str]:
 
 def write_markdown(claims: list[Claim], path, quick: bool, seconds: float, figures) -> None:
     import os
-
-    from .. import __version__
-    from ..provenance import git_commit
 
     n_pass = sum(c.status == "PASS" for c in claims)
     n_fail = sum(c.status == "FAIL" for c in claims)

@@ -10,17 +10,16 @@ import torch
 
 from ..model import Model
 from ..noise import NoiseSource
+from ..problems import get_problem
 from ..schedules import make_grid
 from ..sde import get_sde
+from ..solvers import get_solver
 from .core import Claim, _slope_claim, _solver_available
 
 _REF_CACHE: dict = {}  # fine-grid reference paths, shared by the EM and SRK rows
 
 
 def _strong_curves(solver, steps_list, ref_solver, ref_steps, seeds, n, problem_name="gauss1d"):
-    from ..problems import get_problem
-    from ..solvers import get_solver
-
     problem, sde = get_problem(problem_name), get_sde("vp")
     spec, ref = get_solver(solver), get_solver(ref_solver)
     t_end = sde.t_end_default

@@ -24,8 +24,14 @@ import torch
 from torch import nn
 
 from sdebench.errors import ConfigError
+from sdebench.metrics import samples as sm
+from sdebench.model import Model
+from sdebench.noise import NoiseSource
+from sdebench.schedules import make_grid
+from sdebench.solvers import get_solver
 
-__all__ = ["ScoreMLP", "train_score", "score_error", "OBJECTIVES", "learned_model_functions"]
+__all__ = ["ScoreMLP", "train_score", "score_error", "OBJECTIVES", "learned_model_functions", "learned_table",
+           "feature_mlp"]
 
 OBJECTIVES = ("dsm", "ssm", "ism")
 
@@ -142,12 +148,6 @@ def learned_table(problem, sde, objectives=OBJECTIVES, iters: int = 2000, solver
                   n: int = 2000, seed: int = 0, times=(0.01, 0.1, 0.5), log=print) -> list[dict]:
     """One row per objective (plus the exact score): score errors at ``times`` and the sampling error
     (sliced W2 against p_{t_end}, exact projections) of ``solver`` at ``nfe`` driven by the learned score."""
-    from sdebench.metrics import samples as sm
-    from sdebench.model import Model
-    from sdebench.noise import NoiseSource
-    from sdebench.schedules import make_grid
-    from sdebench.solvers import get_solver
-
     bad = [o for o in objectives if o not in OBJECTIVES]
     if bad:
         raise ConfigError(f"unknown score-matching objective {bad[0]!r}; valid: {', '.join(OBJECTIVES)}")
