@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .errors import ConfigError
-from .guidance import gaussian_analogue_rows
+from .guidance import exact_guided_law, guided_ode_law, solver_calls
 from .io import write_table, write_text
+from .metrics import gaussian as gx
 from .plot import (
     _LABELS,
     GAUSSIAN_FIGURE,
@@ -33,6 +35,11 @@ from .plot import (
     solver_orders,
     with_primary,
 )
+from .problems import get_problem
+from .problems.labelled import labelled
+from .schedules import make_grid
+from .sde import get_sde
+from .solvers import get_solver
 from .stats import bootstrap_mean_ci, fit_order
 
 __all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
@@ -393,7 +400,7 @@ def closing_note(ok: pd.DataFrame, scales) -> list:
 
 
 def gaussian_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The exact Gaussian analogue (:func:`sdebench.guidance.gaussian_analogue_rows`) of a guided sweep's
+    """The exact Gaussian analogue (:func:`gaussian_analogue_rows`) of a guided sweep's
     rows: the same problem, class, SDE, grid, scales, NFE budgets and (ok) solvers."""
 
     df = _guided_rows(df)
@@ -484,3 +491,37 @@ def store_gaussian(df: pd.DataFrame, root, manifest: dict | None, fresh: bool = 
     g = gaussian_table(df)
     write_table(g, path)
     return g
+
+
+def gaussian_analogue_rows(problem: str, class_label: int, scales, nfes, solvers, sde: str = "vp",
+                           t_end: float | None = None, schedule: str = "logsnr", guidance: str = "cfg",
+                           cfg_batched: bool = True):
+    """The exact Gaussian analogue of a guided sweep (ground truth (c)): cond = the first Gaussian component
+    of the class, uncond = the moment-matched Gaussian of the whole target; W2 of each solver's exact output
+    law vs the exact guided ODE law, one row per (w, solver, NFE)."""
+    prob = get_problem(problem)
+    lab = labelled(prob)
+    c = lab.check_class(class_label)
+    k = int(lab.components(c)[0])
+    cond = (prob.means[k], prob.covs[k])
+    uncond = prob.moments()
+    sde_obj = get_sde(sde)
+    t_end = float(t_end or sde_obj.t_end_default)
+    a, s2 = float(sde_obj.alpha(torch.tensor(sde_obj.T))), float(sde_obj.sigma2(torch.tensor(sde_obj.T)))
+    m_T, P_T = a * cond[0], a * a * cond[1] + s2 * torch.eye(prob.d, dtype=torch.float64)
+    rows = []
+    for w in scales:
+        m_ref, P_ref = guided_ode_law(sde_obj, cond, uncond, float(w), m_T, P_T, t_end, guidance)
+        size = float(torch.sqrt(torch.trace(P_ref) + m_ref @ m_ref))
+        for name in solvers:
+            spec = get_solver(name)
+            for nfe in nfes:
+                # the counted budget -> model calls, the same rule as the sampled cells (sdebench.run.cell_budget)
+                calls = solver_calls(int(nfe), guidance, bool(cfg_batched))
+                grid = make_grid(sde_obj, spec.steps_for_nfe(calls), t_end, schedule)
+                m, P = exact_guided_law(spec, sde_obj, grid, cond, uncond, float(w), m_T, P_T, guidance, nfe=calls)
+                ok = bool(torch.isfinite(m).all() and torch.isfinite(P).all())
+                w2 = gx.w2(m, P, m_ref, P_ref) if ok else float("nan")
+                rows.append({"solver": name, "nfe": int(nfe), "model_calls": calls, "scale": float(w), "w2_exact": w2,
+                             "w2_rel": w2 / size, "ref_std": float(torch.sqrt(torch.trace(P_ref)))})
+    return pd.DataFrame(rows)
