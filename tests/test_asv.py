@@ -3,6 +3,7 @@ the tracked benchmarks report (checked against closed-form expectations)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -46,6 +47,24 @@ def test_asv_quick_run_one_benchmark(tmp_path):
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "failed" not in out.stdout and "gmm-d32" in out.stdout
+
+
+def test_asv_conf_builds_one_virtualenv_with_cpu_torch_first():
+    """`asv run A..B` / `asv continuous` build the project per commit into a virtualenv whose requirements (the
+    matrix, installed once when the environment is created) hold the pinned torch, so every commit's wheel finds
+    torch already there and pip never swaps in another build; the wheel is built without build isolation and
+    without its dependencies, and installed without --force-reinstall (which would reinstall torch each commit)."""
+    conf = json.loads((ROOT / "asv.conf.json").read_text())
+    assert conf["environment_type"] == "virtualenv" and conf["pythons"] == ["3.11"]
+    assert conf["branches"] == ["main"]
+    assert conf["matrix"]["req"]["torch"] == ["2.13.0"]
+    build = " ".join(conf["build_command"])
+    assert "pip wheel" in build and "--no-deps" in build and "--no-build-isolation" in build
+    assert conf["install_command"] == ["in-dir={env_dir} python -m pip install {wheel_file}"]
+    assert all("force-reinstall" not in c and "torch" not in c for c in conf["install_command"])
+    # results, environments and html stay out of git (a results branch or CI artifact keeps them)
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert ".asv/" in ignored and conf["results_dir"].startswith(".asv/") and conf["env_dir"].startswith(".asv/")
 
 
 def test_fixtures_give_expected_numbers():
