@@ -49,8 +49,15 @@ from pathlib import Path
 import tomllib
 
 from .errors import MAX_SEED, ConfigError, NFEBudgetError
+from .guidance import _scale
 from .metrics.registry import DEFAULT_METRICS, METRICS
-from .run import CellConfig, cell_budget, crn_base_steps
+from .perturb import check_score_error
+from .problems import get_problem
+from .problems.presets import PRESETS
+from .run import CellConfig, cell_budget, crn_base_steps, prepare
+from .schedules import get_schedule, make_grid
+from .sde import get_sde
+from .solvers import SOLVERS, get_solver
 
 __all__ = ["Sweep", "SolverEntry", "expand", "load_sweep", "parse_sweep", "cell_key", "config_to_dict",
            "config_from_dict", "KEY_LENGTH"]
@@ -133,11 +140,6 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
     """The cells of a request (a sweep file's or ``sdebench run``'s) as ``(key, CellConfig, label)``
     triples, in the order problem, sde, schedule, solver, nfe, scale, seed; every combination is
     validated once (a one-line ConfigError names the bad value)."""
-    from .problems import get_problem
-    from .run import prepare
-    from .schedules import get_schedule, make_grid
-    from .sde import get_sde
-    from .solvers import get_solver
 
     self = request
     for p in self.problems:
@@ -265,7 +267,6 @@ def _opt_float(data: dict, key: str, source: str) -> float | None:
 
 
 def _solvers(data: dict, source: str) -> list[SolverEntry]:
-    from .solvers import SOLVERS, get_solver
 
     v = data.get("solvers")
     if v is None:
@@ -301,7 +302,6 @@ def _solvers(data: dict, source: str) -> list[SolverEntry]:
 
 def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     """Build a :class:`Sweep` from the parsed TOML table; every bad value is a one-line ConfigError."""
-    from .problems.presets import PRESETS
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -355,8 +355,6 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
 def _guided(data: dict, source: str) -> dict:
     """The guided-sampling keys of a sweep file (guidance, scales, class_label, cfg_param, cfg_batched,
     metrics_w0, score_error, gaussian_analogue) as Sweep fields; absent keys keep the unguided defaults."""
-    from .guidance import _scale
-    from .perturb import check_score_error
 
     out: dict = {}
     for key in ("guidance", "cfg_param"):

@@ -108,6 +108,7 @@ def test_default_store_outputs_of_results_are_checked(tmp_path, capsys, inputs):
 def test_a_write_failing_after_the_work_saves_the_rows(tmp_path, capsys, monkeypatch):
     """The output was fine when checked, then became a folder while the cells ran: the rows go to a
     fallback file under ./runs/rescued/ whose path is printed; nothing computed is lost."""
+    import sdebench.commands.run
     import sdebench.run
 
     monkeypatch.chdir(tmp_path)
@@ -119,6 +120,7 @@ def test_a_write_failing_after_the_work_saves_the_rows(tmp_path, capsys, monkeyp
         return real(cfg, **kw)
 
     monkeypatch.setattr(sdebench.run, "run_cell", run_cell)
+    monkeypatch.setattr(sdebench.commands.run, "run_cell", run_cell)  # the command's own (module-top) binding
     line, _ = _one_line_exit_2(capsys, RUN + ["--seeds", "0,1,2", "--out", str(out)], str(out),
                                "the 3 rows were saved to ")
     saved = Path(line.split("saved to ")[1])

@@ -6,6 +6,11 @@ import math
 from typing import TYPE_CHECKING
 
 from sdebench.errors import MAX_SEED, ConfigError, check_int
+from sdebench.guidance import _scale
+from sdebench.io import check_writable, write_table
+from sdebench.perturb import check_score_error
+from sdebench.run import DEFAULT_METRICS, METRICS, run_cell
+from sdebench.sweep import SolverEntry, Sweep, expand
 
 if TYPE_CHECKING:  # pandas loads when a table is made, not when the parser is built
     import pandas as pd
@@ -64,7 +69,6 @@ def add_common_cell_args(p):
 
 def guidance_fields(args) -> dict:
     """CellConfig guidance fields from --guidance/--scale/--class/--cfg-param/--cfg-batched."""
-    from sdebench.guidance import _scale
 
     label = getattr(args, "class_label", None)
     if label is not None:
@@ -109,9 +113,6 @@ def add_parser(sub):
 def request(args):
     """The ``sdebench run`` flags as a sweep request (:class:`sdebench.sweep.Sweep`), expanded into cells by
     the same :func:`sdebench.sweep.expand` as a sweep file."""
-    from sdebench.perturb import check_score_error
-    from sdebench.run import DEFAULT_METRICS
-    from sdebench.sweep import SolverEntry, Sweep
 
     nfes = int_list(args.nfe, "--nfe", lo=1)
     seeds = int_list(args.seeds, "--seeds", lo=0, hi=MAX_SEED)
@@ -136,7 +137,6 @@ def request(args):
 
 def build_cells(args) -> list:
     """The CellConfigs of ``sdebench run`` (validated by :func:`sdebench.sweep.expand`)."""
-    from sdebench.sweep import expand
 
     return [cfg for _, cfg, _ in expand(request(args))]
 
@@ -144,7 +144,6 @@ def build_cells(args) -> list:
 def summary_table(df: pd.DataFrame) -> str:
     import pandas as pd
 
-    from sdebench.run import METRICS
 
     keys = ["problem", "sde", "solver", "schedule", "nfe"]
     cols = [c for c in METRICS if c in df.columns]
@@ -166,8 +165,6 @@ def summary_table(df: pd.DataFrame) -> str:
 def main(args) -> int:
     import pandas as pd
 
-    from sdebench.io import check_writable, write_table
-    from sdebench.run import run_cell
 
     if args.out:
         check_writable(args.out)
