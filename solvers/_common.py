@@ -23,7 +23,7 @@ def _cache(sde, name: str) -> dict | None:
     return c
 
 
-def at(sde, t) -> dict:
+def coefficients_at(sde, t) -> dict:
     """Scalar coefficients at time t. Memoized per SDE instance and time: a sampling loop re-running
     the same grid (benchmarks, sweeps, CRN studies) pays the half dozen small tensor evaluations once.
     The values are computed exactly as without the memo (float64 tensor of the same time)."""
@@ -48,14 +48,14 @@ def at(sde, t) -> dict:
 
 def pf_drift(model, sde, x, t):
     """Probability-flow ODE velocity dx/dt = f x - g^2/2 * score (one NFE)."""
-    c = at(sde, t)
+    c = coefficients_at(sde, t)
     return (x * c["f"]).sub_(model.score(x, t) * (0.5 * c["g2"]))  # f x - (g^2/2) s, in one buffer
 
 
 def reverse_sde_drift(model, sde, x, t):
     """Reverse-SDE drift in forward time, f(t) x - g(t)^2 score(x, t) (one NFE); in reverse time
     s = T - t the drift is its negative."""
-    c = at(sde, t)
+    c = coefficients_at(sde, t)
     return c["f"] * x - c["g2"] * model.score(x, t)
 
 

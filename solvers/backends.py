@@ -24,7 +24,7 @@ import torch
 
 from sdebench.errors import ConfigError, NFEBudgetError
 
-from ._common import at, ends_at_zero, pf_drift, refuse_zero_end
+from ._common import coefficients_at, ends_at_zero, pf_drift, refuse_zero_end
 from .base import register
 
 try:  # the back-ends are optional at import time; using one without its package is a ConfigError
@@ -133,7 +133,7 @@ class _ReverseSDE(torch.nn.Module if torchsde is not None else object):
         if self._last is not None and self._last[0] == key and self._last[1] is y:
             return self._last[2]
         t = self._t_of(u)
-        c = at(self.sde_, t)
+        c = coefficients_at(self.sde_, t)
         x = y.reshape((y.shape[0],) + self.event_shape)
         score = self.model.score(x, t).reshape(y.shape[0], -1)
         out = -self.h * (c["f"] * y - c["g2"] * score)
@@ -141,7 +141,7 @@ class _ReverseSDE(torch.nn.Module if torchsde is not None else object):
         return out
 
     def _g_scalar(self, u) -> float:
-        return math.sqrt(at(self.sde_, self._t_of(u))["g2"] * self.h)
+        return math.sqrt(coefficients_at(self.sde_, self._t_of(u))["g2"] * self.h)
 
     def g(self, u, y):
         # additive noise: (batch, d, d) diagonal matrix (only used by methods that need g itself)

@@ -17,12 +17,12 @@ import math
 
 from sdebench.errors import ConfigError, NFEBudgetError
 
-from ._common import at
+from ._common import coefficients_at
 from .base import register
 
 
 def _renoise(x, sde, tau, t_end, z):
-    c, e = at(sde, tau), at(sde, t_end)
+    c, e = coefficients_at(sde, tau), coefficients_at(sde, t_end)
     r = c["alpha"] / e["alpha"]
     var = c["sigma"] ** 2 - (r * e["sigma"]) ** 2
     return r * x + math.sqrt(max(var, 0.0)) * z

@@ -26,7 +26,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at, ends_at_zero
+from ._common import coefficients_at, ends_at_zero
 from .base import register
 
 _PAPER1 = "Lu et al. 2022 (DPM-Solver)"
@@ -59,7 +59,7 @@ def singlestep_orders(nfe: int, order: int) -> list[int]:
 
 def _single_step(model, x, sde, s_t, t_t, order: int):
     """One singlestep DPM-Solver update of the given order from time s_t to t_t (eps prediction)."""
-    s, t = at(sde, s_t), at(sde, t_t)
+    s, t = coefficients_at(sde, s_t), coefficients_at(sde, t_t)
     h = t["lam"] - s["lam"]
     eps_s = model.eps(x, s_t)
     if t["sigma"] == 0.0:  # step to sigma = 0 (h = inf): the limit of the first-order update is alpha_t x0
@@ -72,13 +72,13 @@ def _single_step(model, x, sde, s_t, t_t, order: int):
     if order == 2:
         r1 = 0.5
         s1_t = _t_at(sde, s["lam"] + r1 * h)
-        s1 = at(sde, s1_t)
+        s1 = coefficients_at(sde, s1_t)
         u1 = (s1["alpha"] / s["alpha"]) * x - s1["sigma"] * math.expm1(r1 * h) * eps_s
         d1 = model.eps(u1, s1_t) - eps_s
         return base - t["sigma"] / (2 * r1) * math.expm1(h) * d1
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     s1_t, s2_t = _t_at(sde, s["lam"] + r1 * h), _t_at(sde, s["lam"] + r2 * h)
-    s1, s2 = at(sde, s1_t), at(sde, s2_t)
+    s1, s2 = coefficients_at(sde, s1_t), coefficients_at(sde, s2_t)
     u1 = (s1["alpha"] / s["alpha"]) * x - s1["sigma"] * math.expm1(r1 * h) * eps_s
     d1 = model.eps(u1, s1_t) - eps_s
     phi_r2 = math.expm1(r2 * h) / (r2 * h) - 1.0
@@ -230,7 +230,7 @@ def _multistep(model, x, grid, sde, order, lower_order_final, coeff="taylor"):
     steps = len(grid) - 1
     ms, lams = [], []
     for i in range(steps):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         ms.append(model.x0(x, grid[i]))
         lams.append(s["lam"])
         ms, lams = ms[-order:], lams[-order:]
@@ -291,7 +291,7 @@ def dpm_solver_pp2m_sde(model, x, grid, sde, noise, lower_order_final: bool = Fa
     steps = len(grid) - 1
     prev = None
     for i in range(steps):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         h = t["lam"] - s["lam"]
         m0 = model.x0(x, grid[i])
         one_m = -math.expm1(-2 * h)  # 1 - e^{-2h}

@@ -12,7 +12,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at, ends_at_zero, reverse_sde_drift
+from ._common import coefficients_at, ends_at_zero, reverse_sde_drift
 from .base import Rule, register
 
 
@@ -35,8 +35,8 @@ def heun_sde(model, x, grid, sde, noise):
     """
     for i in range(len(grid) - 1):
         h = float(grid[i] - grid[i + 1])
-        g0 = math.sqrt(at(sde, grid[i])["g2"])
-        g1 = math.sqrt(at(sde, grid[i + 1])["g2"])
+        g0 = math.sqrt(coefficients_at(sde, grid[i])["g2"])
+        g1 = math.sqrt(coefficients_at(sde, grid[i + 1])["g2"])
         dW = noise.dW(i)
         F0 = reverse_sde_drift(model, sde, x, grid[i])
         xp = x - h * F0 + g0 * dW
@@ -76,7 +76,7 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
     steps = len(grid) - 1
     gamma0 = min(S_churn / steps, math.sqrt(2.0) - 1.0)
     for i in range(steps):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         sb_i, sb_n = s["sigma"] / s["alpha"], t["sigma"] / t["alpha"]
         y = x / s["alpha"]
         gamma = gamma0 if S_tmin <= sb_i <= S_tmax else 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sdebench.errors import ConfigError
 
-from ._common import at
+from ._common import coefficients_at
 from .base import register
 
 _AB = {
@@ -61,7 +61,7 @@ def ipndm(model, x, grid, sde, noise, weights: str = "fixed"):
         raise ConfigError(f"solver 'ipndm' option weights={weights!r}; valid: variable, fixed")
     hist, nodes = [], []
     for i in range(len(grid) - 1):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         sbar_s, sbar_t = s["sigma"] / s["alpha"], t["sigma"] / t["alpha"]
         hist.append(model.eps(x, grid[i]))
         nodes.append(sbar_s)

@@ -17,7 +17,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at, ends_at_zero, refuse_zero_end
+from ._common import coefficients_at, ends_at_zero, refuse_zero_end
 from .base import register
 
 ALD_STEPS_PER_LEVEL = 5
@@ -53,7 +53,7 @@ def pc(model, x, grid, sde, noise, snr: float = 0.16):
     if not snr > 0:
         raise ConfigError(f"pc snr must be > 0, got {snr}")
     for i in range(len(grid) - 1):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         a = s["alpha"] / t["alpha"]
         v = s["sigma"] ** 2 - a**2 * t["sigma"] ** 2
         if v < 0:  # only through rounding
@@ -91,9 +91,9 @@ def ald(model, x, grid, sde, noise, eps: float = 0.2):
     if not eps > 0:
         raise ConfigError(f"ald eps must be > 0, got {eps}")
     refuse_zero_end("ald", grid, "its last noise level would be sigma = 0 (step size 0, singular score)")
-    prev_alpha = at(sde, grid[0])["alpha"]
+    prev_alpha = coefficients_at(sde, grid[0])["alpha"]
     for i in range(len(grid) - 1):
-        c = at(sde, grid[i + 1])
+        c = coefficients_at(sde, grid[i + 1])
         x = x * (c["alpha"] / prev_alpha)
         prev_alpha = c["alpha"]
         sbar = c["sigma"] / c["alpha"]

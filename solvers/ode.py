@@ -10,7 +10,7 @@ import math
 
 from sdebench.errors import ConfigError
 
-from ._common import at, pf_drift
+from ._common import coefficients_at, pf_drift
 from .base import Rule, register
 
 
@@ -76,7 +76,7 @@ def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     if eta > 0 and noise is None:
         raise ValueError("ddim with eta > 0 needs a NoiseSource")
     for i in range(len(grid) - 1):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         x0 = model.x0(x, grid[i])
         eps = (x - x0 * s["alpha"]).div_(s["sigma"])
         h = t["lam"] - s["lam"]

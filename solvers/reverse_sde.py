@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import at, ei_score_coeff
+from ._common import coefficients_at, ei_score_coeff
 from .base import register
 
 
@@ -30,7 +30,7 @@ def em(model, x, grid, sde, noise):
     the left point of each step, so a grid ending at t = 0 needs nothing special.
     """
     for i in range(len(grid) - 1):
-        c = at(sde, grid[i])
+        c = coefficients_at(sde, grid[i])
         h = float(grid[i] - grid[i + 1])
         # x - h (f x - g2 s) + g dW, the same roundings with 4 batch-sized temporaries instead of 7
         drift = (x * c["f"]).sub_(model.score(x, grid[i]) * c["g2"])
@@ -58,7 +58,7 @@ def ei(model, x, grid, sde, noise):
     (alpha_{i+1} sigma_i / alpha_i)^2 - sigma_{i+1}^2 = (alpha_{i+1} sigma_i / alpha_i)^2.
     """
     for i in range(len(grid) - 1):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         hstep = float(grid[i] - grid[i + 1])
         c_score = ei_score_coeff(sde, s["t"], t["t"])
         if t["sigma"] == 0.0:  # step to sigma = 0: sigma_t^2 expm1(2h) -> (alpha_t sigma_s / alpha_s)^2
@@ -81,7 +81,7 @@ def ddpm(model, x, grid, sde, noise):
     On a grid ending at t = 0 (sigma = 0) the last step is x_next = alpha_0 x0 with no noise (var = 0).
     """
     for i in range(len(grid) - 1):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         hstep = float(grid[i] - grid[i + 1])
         x0 = model.x0(x, grid[i])
         a_st = s["alpha"] / t["alpha"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import at, reverse_sde_drift
+from ._common import coefficients_at, reverse_sde_drift
 from .base import register
 
 
@@ -37,8 +37,8 @@ def srk(model, x, grid, sde, noise):
     for i in range(len(grid) - 1):
         t0, t1 = float(grid[i]), float(grid[i + 1])
         h = t0 - t1
-        b0 = math.sqrt(at(sde, t0)["g2"])
-        b1 = math.sqrt(at(sde, t1)["g2"])
+        b0 = math.sqrt(coefficients_at(sde, t0)["g2"])
+        b1 = math.sqrt(coefficients_at(sde, t1)["g2"])
         dW, I = noise.dW_I(i)
         J = dW - I / h  # I_(1,0) / h
         a0 = -reverse_sde_drift(model, sde, x, grid[i])

@@ -26,7 +26,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import at
+from ._common import coefficients_at
 from .base import register
 
 
@@ -101,7 +101,7 @@ def unipc(model, x, grid, sde, noise, order: int = 3, lower_order_final: bool = 
     ms, lams = [], []
     prev = None  # (x_s, s, t, order) of the previous predictor step, to be corrected
     for i in range(steps):
-        s, t = at(sde, grid[i]), at(sde, grid[i + 1])
+        s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         m = model.x0(x, grid[i])
         if prev is not None:
             x_prev, s_prev, t_prev, p_prev = prev

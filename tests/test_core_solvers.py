@@ -17,7 +17,7 @@ from sdebench.sde import get_sde
 from sdebench.solvers import get_solver
 from sdebench.solvers._common import ei_score_coeff
 
-FIRST = ["em", "ei", "ddpm", "euler", "heun", "ddim"]
+CORE_SOLVERS = ["em", "ei", "ddpm", "euler", "heun", "ddim"]
 
 
 def _slope(steps, errs):
@@ -46,7 +46,7 @@ def test_kl_slope_is_twice_w2_slope():
     assert abs(_slope(steps, [r["kl_exact"] for r in rows]) + 4) < 0.2
 
 
-@pytest.mark.parametrize("name", FIRST)
+@pytest.mark.parametrize("name", CORE_SOLVERS)
 def test_counted_nfe_equals_budget(name):
     spec = get_solver(name)
     nfe = 6

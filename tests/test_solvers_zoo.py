@@ -84,7 +84,7 @@ def test_every_solver_has_docstring_with_nfe_and_order():
         assert "NFE" in doc and "rder" in doc, name
 
 
-MINE = ["dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m", "dpm-solver++3m", "dpm-solver++2m-sde",
+ZOO_SOLVERS = ["dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m", "dpm-solver++3m", "dpm-solver++2m-sde",
         "unipc", "ipndm", "srk", "heun-sde", "edm-sde", "pc", "ald", "torchsde-euler", "torchsde-milstein",
         "torchsde-srk", "torchsde-reversible-heun", "rk4", "dopri5"]
 
@@ -94,7 +94,7 @@ def test_every_zoo_solver_runs_on_every_sde(sde):
     """Each solver runs through the harness on every SDE, counts its NFE, and lands near the target."""
     from sdebench.run import CellConfig, run_cell
 
-    for name in MINE:
+    for name in ZOO_SOLVERS:
         nfe = 60  # divisible by every NFE-per-step here
         schedule = "uniform" if name.startswith("torchsde") else "logsnr"
         if name == "dopri5":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdebench.commands.run import int_list, positive_float
+from sdebench.commands.run import finite_float, int_list
 from sdebench.errors import ConfigError
 from sdebench.io import check_output_dir, check_output_file
 from sdebench.store import Store
@@ -31,7 +31,7 @@ def main(args) -> int:
         nfe = int_list(args.nfe, "--nfe", lo=1)
     tol = None
     if args.tol:
-        tol = [positive_float(t, "--tol") for t in args.tol.split(",")]
+        tol = [finite_float(t, "--tol") for t in args.tol.split(",")]
         if min(tol) <= 0:
             raise ConfigError(f"--tol must be positive error tolerances, got {args.tol!r}")
     out = check_output_dir(args.out or base)

@@ -45,7 +45,7 @@ def parse_options(pairs: list[str] | None) -> dict:
     return opts
 
 
-def positive_float(text: str, what: str) -> float:
+def finite_float(text: str, what: str) -> float:
     try:
         v = float(text)
     except ValueError:
@@ -119,8 +119,8 @@ def request(args):
     samples = int_list(args.samples, "--samples", lo=2)
     if len(samples) != 1:
         raise ConfigError(f"--samples takes one integer, got {args.samples!r}")
-    t_end = None if args.t_end is None else positive_float(args.t_end, "--t-end")
-    T = None if args.T is None else positive_float(args.T, "--T")
+    t_end = None if args.t_end is None else finite_float(args.t_end, "--t-end")
+    T = None if args.T is None else finite_float(args.T, "--T")
     metrics = DEFAULT_METRICS if not args.metrics else tuple(m.strip() for m in args.metrics.split(","))
     options = parse_options(args.option)
     score_error = check_score_error(getattr(args, "score_error", 0.0))
