@@ -78,7 +78,9 @@ class Metrics:
             gx.kl(*self.gauss)
         elif metric == "w2":
             p = self.problem
-            sm.w2_exact_1d(self.x[:, 0], p.weights, p.means[:, 0], torch.sqrt(p.covs[:, 0, 0]))
+            # named w2_exact_1d before 2026-12-05 (asv benchmarks older commits with this file)
+            w2 = getattr(sm, "w2_samples_1d", None) or sm.w2_exact_1d
+            w2(self.x[:, 0], p.weights, p.means[:, 0], torch.sqrt(p.covs[:, 0, 0]))
         elif metric == "sliced_w2":
             sm.sliced_w2(self.x, self.problem, seed=common.SEED)
         else:

@@ -22,7 +22,7 @@ def test_quantile_inverts_cdf():
     torch.testing.assert_close(sm.mixture_cdf(q, w, m, s), u, rtol=0, atol=1e-13)
 
 
-def test_w2_exact_1d_matches_numerical_quantile_integral():
+def test_w2_samples_1d_matches_numerical_quantile_integral():
     _, w, m, s = _mix()
     x = torch.tensor([-2.5, -1.0, 0.3, 1.9, 2.2, 3.1], dtype=torch.float64)
     xs = np.sort(x.numpy())
@@ -37,7 +37,7 @@ def test_w2_exact_1d_matches_numerical_quantile_integral():
     for i in range(n):
         ref2 += integrate.quad(lambda u, xi=xs[i]: (xi - Q(u)) ** 2, i / n, (i + 1) / n, limit=200)[0]
         ref1 += integrate.quad(lambda u, xi=xs[i]: abs(xi - Q(u)), i / n, (i + 1) / n, limit=200)[0]
-    assert math.isclose(sm.w2_exact_1d(x, w, m, s), math.sqrt(ref2), rel_tol=1e-6)
+    assert math.isclose(sm.w2_samples_1d(x, w, m, s), math.sqrt(ref2), rel_tol=1e-6)
     assert math.isclose(sm.w1_exact(x, w, m, s), ref1, rel_tol=1e-6)
 
 
@@ -56,7 +56,7 @@ def test_null_shrinks_like_root_n_and_sliced_equals_1d_in_1d():
     large = np.mean([sm.w1_exact(p.sample(8000, generator=g)[:, 0], w, m, s) for _ in range(4)])
     assert 2.5 < small / large < 6.5  # sqrt(16) = 4
     x = p.sample(300, generator=g)
-    assert math.isclose(sm.sliced_w2(x, p), sm.w2_exact_1d(x[:, 0], w, m, s), rel_tol=1e-12)
+    assert math.isclose(sm.sliced_w2(x, p), sm.w2_samples_1d(x[:, 0], w, m, s), rel_tol=1e-12)
 
 
 def test_emd_w2_in_1d_equals_sorted_matching():

@@ -1,6 +1,6 @@
 """Sample metrics against a known mixture, each computable on target samples too (its Monte Carlo null).
 
-- ``w1_exact`` / ``w2_exact_1d``: W_p between the empirical law of 1-D samples and the mixture itself,
+- ``w1_exact`` / ``w2_samples_1d``: W_p between the empirical law of 1-D samples and the mixture itself,
   exactly, through the mixture's quantile function and its closed-form partial moments:
   W2^2 = sum_i int_{(i-1)/n}^{i/n} (x_(i) - Q(u))^2 du with int Q du and int Q^2 du in closed form.
 - ``sliced_w2``: the same 1-D computation on random projections theta^T x, against the exact
@@ -20,7 +20,7 @@ from .images import image_metric
 from .nulls import null_columns, null_draws, target_sample
 from .registry import SAMPLE, Metric, register_metric
 
-__all__ = ["mixture_quantile", "w1_exact", "w2_exact_1d", "sliced_w2", "emd_w2", "directions"]
+__all__ = ["mixture_quantile", "w1_exact", "w2_samples_1d", "sliced_w2", "emd_w2", "directions"]
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2 * math.pi)
@@ -109,7 +109,7 @@ def _cells(x: torch.Tensor, w, m, s):
     return x, n, _cell_edges(n, w, m, s)
 
 
-def w2_exact_1d(x: torch.Tensor, w, m, s) -> float:
+def w2_samples_1d(x: torch.Tensor, w, m, s) -> float:
     """Exact W2 between the empirical law of 1-D samples ``x`` and the mixture (w, m, s)."""
     w, m, s = (torch.as_tensor(a, dtype=torch.float64) for a in (w, m, s))
     x, n, q = _cells(x, w, m, s)
@@ -145,12 +145,12 @@ def sliced_w2(x: torch.Tensor, mixture, n_proj: int = 32, seed: int = 0) -> floa
     x = x.to(torch.float64).cpu()
     if x.shape[1] == 1:  # every direction is +-1 and W2 is invariant under reflecting both laws
         w, m, s = mixture.project(torch.ones(1, dtype=torch.float64))
-        return w2_exact_1d(x[:, 0], w, m, s)
+        return w2_samples_1d(x[:, 0], w, m, s)
     th = directions(x.shape[1], n_proj, seed)
     tot = 0.0
     for theta in th:
         w, m, s = mixture.project(theta)
-        tot += w2_exact_1d(x @ theta, w, m, s) ** 2
+        tot += w2_samples_1d(x @ theta, w, m, s) ** 2
     return math.sqrt(tot / n_proj)
 
 
@@ -215,7 +215,7 @@ def _register() -> None:
     register_metric(Metric("w1", "exact W1 between the 1-D samples and the target (quantile function)",
                            "W1 (exact 1-D)", _w_1d("w1", w1_exact), applies=_one_d, problems="1-D", **common))
     register_metric(Metric("w2", "exact W2 between the 1-D samples and the target (quantile function)",
-                           "W2 (exact 1-D)", _w_1d("w2", w2_exact_1d), applies=_one_d, problems="1-D", **common))
+                           "W2 (exact 1-D)", _w_1d("w2", w2_samples_1d), applies=_one_d, problems="1-D", **common))
     register_metric(Metric("sliced_w2", "sliced W2, exact 1-D projections of the target, 32 fixed directions",
                            "sliced W2", _sliced_w2, problems="any (images: 64 directions vs the held-out split)",
                            **common))
