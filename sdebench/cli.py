@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import ConfigError
@@ -44,6 +45,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("sdebench: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (`sdebench list | head`): stop quietly, as cat does
+        try:
+            sys.stdout = open(os.devnull, "w")  # so the interpreter's final flush does not fail again
+        except OSError:
+            pass
+        return 141
 
 
 if __name__ == "__main__":

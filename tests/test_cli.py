@@ -85,3 +85,17 @@ def test_console_script_and_list():
     out = subprocess.run([sys.executable, "-m", "sdebench.cli", "list"], capture_output=True, text=True)
     for section in ("SOLVERS", "PROBLEMS", "SDES", "SCHEDULES", "METRICS", "gmm2d-ring8", "cou", "logsnr"):
         assert section in out.stdout
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`sdebench list | head`: the reader goes away; no BrokenPipeError traceback, exit 141 as cat would."""
+    import subprocess
+    import sys
+
+    code = "import sys; from sdebench.cli import main; sys.exit(main(['list']))"
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.close()  # nobody reads: the first print fails
+        err = p.stderr.read().decode()
+        p.wait()
+        assert "Traceback" not in err and p.returncode == 141, (p.returncode, err)
