@@ -29,19 +29,33 @@ def null_draws(target, n: int, name: str, fn, paired: bool = False, extra=()) ->
     independent sample when ``paired``): the null distribution of a statistic. Draw j uses the generator
     seeds of seed j (streams 1 and 2), so the draws do not depend on the cell; cached per (target, n,
     statistic, extra) for the process, since they do not depend on the solver either."""
-    key = (name, _law_key(target), n, extra)
-    vals = _NULL_CACHE.get(key)
-    if vals is None:
+    def draws() -> list:
         vals = []
         for j in range(NULL_DRAWS):
             y = target_sample(target, n, j, stream=1)
             vals.append(fn(y, target_sample(target, n, j, stream=2)) if paired else fn(y))
-        _NULL_CACHE[key] = vals
-        if len(_NULL_CACHE) > _NULL_CACHE_SIZE:
-            _NULL_CACHE.popitem(last=False)
+        return vals
+
+    return lru_lookup(_NULL_CACHE, (name, _law_key(target), n, extra), _NULL_CACHE_SIZE, draws)
+
+
+def lru_lookup(cache: OrderedDict, key, size: int, make):
+    """``cache[key]``, computed by ``make()`` on a miss; least recently used entries beyond ``size`` dropped."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+        if len(cache) > size:
+            cache.popitem(last=False)
     else:
-        _NULL_CACHE.move_to_end(key)
-    return vals
+        cache.move_to_end(key)
+    return value
+
+
+def paired_sample_applies(ctx):
+    """Rule of the metrics judged against an independent target sample of the cell's size (emd_w2, sinkhorn)."""
+    if ctx.is_image:
+        return "not for image problems"
+    return True if ctx.n <= 10_000 else "needs n <= 10,000 samples"
 
 
 def null_columns(name: str, vals) -> dict:

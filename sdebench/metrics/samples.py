@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .images import image_metric
-from .nulls import null_columns, null_draws, target_sample
+from .nulls import lru_lookup, null_columns, null_draws, paired_sample_applies, target_sample
 from .registry import SAMPLE, Metric, register_metric
 
 __all__ = ["mixture_quantile", "w1_exact", "w2_samples_1d", "sliced_w2", "emd_w2", "directions"]
@@ -89,18 +89,13 @@ _QUANTILE_CACHE_SIZE = 256
 def _cell_edges(n: int, w, m, s) -> torch.Tensor:
     """Q(i/n), i = 0..n (ends clamped 40 stds out). Memoized (LRU): a metric and its null, and every
     cell of a sweep with the same n and target, ask for the same quantiles."""
-    key = (n, tuple(w.tolist()), tuple(m.tolist()), tuple(s.tolist()))
-    q = _QUANTILE_CACHE.get(key)
-    if q is None:
+    def edges() -> torch.Tensor:
         u = torch.arange(1, n, dtype=torch.float64) / n
         q_inner = mixture_quantile(u, w, m, s)
-        q = torch.cat([(m - 40 * s).min().reshape(1), q_inner, (m + 40 * s).max().reshape(1)])
-        _QUANTILE_CACHE[key] = q
-        if len(_QUANTILE_CACHE) > _QUANTILE_CACHE_SIZE:
-            _QUANTILE_CACHE.popitem(last=False)
-    else:
-        _QUANTILE_CACHE.move_to_end(key)
-    return q
+        return torch.cat([(m - 40 * s).min().reshape(1), q_inner, (m + 40 * s).max().reshape(1)])
+
+    key = (n, tuple(w.tolist()), tuple(m.tolist()), tuple(s.tolist()))
+    return lru_lookup(_QUANTILE_CACHE, key, _QUANTILE_CACHE_SIZE, edges)
 
 
 def _cells(x: torch.Tensor, w, m, s):
@@ -198,12 +193,6 @@ def _sliced_w2(ctx) -> dict:
     return row
 
 
-def _emd_applies(ctx):
-    if ctx.is_image:
-        return "not for image problems"
-    return True if ctx.n <= 10_000 else "needs n <= 10,000 samples"
-
-
 def _emd_w2(ctx) -> dict:
     row = {"emd_w2": emd_w2(ctx.x0, target_sample(ctx.target, ctx.n, ctx.cfg.seed, stream=2))}
     row.update(null_columns("emd_w2", null_draws(ctx.target, ctx.n, "emd_w2", emd_w2, paired=True)))
@@ -220,5 +209,5 @@ def _register() -> None:
                            "sliced W2", _sliced_w2, problems="any (images: 64 directions vs the held-out split)",
                            **common))
     register_metric(Metric("emd_w2", "W2 between the samples and an independent target sample (POT, n <= 10,000)",
-                           "empirical W2 (POT)", _emd_w2, applies=_emd_applies, problems="analytic, n <= 10,000",
-                           **common))
+                           "empirical W2 (POT)", _emd_w2, applies=paired_sample_applies,
+                           problems="analytic, n <= 10,000", **common))

@@ -47,7 +47,7 @@ import torch
 from sdebench.errors import ConfigError
 from sdebench.problems import GaussianMixture
 
-from .nulls import null_columns, null_draws, target_sample
+from .nulls import null_columns, null_draws, paired_sample_applies, target_sample
 from .registry import ESTIMATE, Metric, register_metric
 
 __all__ = ["component_scale", "scott_bandwidth", "kde_tv_kl", "mmd", "mmd2_exact", "kernel_mean", "kernel_cross",
@@ -326,12 +326,6 @@ def _mode_mass(ctx) -> dict:
     return row
 
 
-def _sinkhorn_applies(ctx):
-    if ctx.is_image:
-        return "not for image problems"
-    return True if ctx.n <= 10_000 else "needs n <= 10,000 samples"
-
-
 def _sinkhorn(ctx) -> dict:
     target, n = ctx.target, ctx.n
     reg = sinkhorn_reg(target)
@@ -346,8 +340,8 @@ def _register() -> None:
                            "MMD", _mmd, applies=_analytic, has_se=True, has_null=True, default=True, stage=ESTIMATE,
                            problems="analytic, any d"))
     register_metric(Metric("sinkhorn", "debiased Sinkhorn divergence vs an independent target sample (POT, "
-                           "n <= 10,000)", "Sinkhorn divergence", _sinkhorn, applies=_sinkhorn_applies, has_null=True,
-                           stage=ESTIMATE, problems="analytic, n <= 10,000"))
+                           "n <= 10,000)", "Sinkhorn divergence", _sinkhorn, applies=paired_sample_applies,
+                           has_null=True, stage=ESTIMATE, problems="analytic, n <= 10,000"))
     register_metric(Metric("mode_mass", "max over modes of |sampled mass - weight| (responsibilities; mixtures with "
                            "K >= 2)", "mode mass error", _mode_mass, applies=_mode_mass_applies, has_se=True,
                            has_null=True, default=True, stage=ESTIMATE, problems="mixtures with K >= 2"))
