@@ -257,7 +257,7 @@ def _load_families() -> None:
     _load_plugins()
 
 
-def _plugin_metric(name: str, plugin) -> Metric:
+def _plugin_metric(name: str, plugin, description: str) -> Metric:
     """A third-party sample metric (entry point in the group sdebench.metrics; contract in sdebench.plugins):
     ``plugin.compute(x, target, seed)`` on the samples, and on NULL_DRAWS exact target samples for its null."""
 
@@ -271,18 +271,15 @@ def _plugin_metric(name: str, plugin) -> Metric:
     def applies(ctx):
         return True if not ctx.is_image else "plugin metrics judge the analytic (mixture) problems"
 
-    return Metric(name, DESCRIPTIONS_OF_PLUGINS[name], name, compute, applies=applies, has_null=True,
+    return Metric(name, description, name, compute, applies=applies, has_null=True,
                   problems="analytic (plugin)", stage=SAMPLE)
 
-
-DESCRIPTIONS_OF_PLUGINS: dict = {}
 
 
 def _load_plugins() -> None:
     found = dict(DESCRIPTIONS)  # load_metric_plugins refuses names taken here and adds the plugins' descriptions
     for name, plugin in load_metric_plugins(found).items():
-        DESCRIPTIONS_OF_PLUGINS[name] = found[name]
-        register_metric(_plugin_metric(name, plugin))
+        register_metric(_plugin_metric(name, plugin, found[name]))
 
 
 _load_families()
