@@ -34,7 +34,7 @@ __all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe"
            "seed_spread", "reference_accuracy", "METRIC_PREFERENCE", "labels"]
 
 # per problem, the first of these present (with finite values) is its headline error
-METRIC_PREFERENCE = ("w2_exact", "w2", "sliced_w2", "emd_w2", "kl_exact", "w1", "tv_exact")
+METRIC_PREFERENCE = ("w2_exact", "w2", "sliced_w2", "sliced_w2_data", "emd_w2", "kl_exact", "w1", "tv_exact")
 _LABELS = LABELS  # metric name -> plot label: a live view of the metric registry
 
 

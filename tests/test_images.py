@@ -186,7 +186,7 @@ def test_flipped_payload_byte_is_a_one_line_error(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(images, "_PROBLEM_CACHE", {})
     capsys.readouterr()
     assert main(["run", "--problem", "digits", "--solver", "heun", "--nfe", "4", "--samples", "16",
-                 "--metrics", "sliced_w2"]) == 2
+                 "--metrics", "sliced_w2_data"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "digits_unet.safetensors' is damaged" in err and "Traceback" not in err
     # the resume state is verified too
@@ -318,7 +318,7 @@ def test_gpu_end_to_end(tmp_path):
                     arch={"base": 8, "emb_dim": 16}, progress=False)
     assert cfg["step"] == 3 and cfg["device"].startswith("cuda")
     row = run_cell(CellConfig(problem="digits", solver="dpm-solver++2m", nfe=10, n_samples=64, device="cuda",
-                              metrics=("fd", "sliced_w2", "path_err")))
+                              metrics=("fd", "sliced_w2_data", "path_err")))
     assert row["status"] == "ok", row.get("error")
     assert row["path_err"] < 1.0 and row["fd"] > 0
 
@@ -354,10 +354,10 @@ def test_digits_through_run_cell(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SDEBENCH_GRID_DIR", str(tmp_path))
     rows = [run_cell(CellConfig(problem="digits", solver="euler", nfe=nfe, n_samples=32, seed=0,
-                                metrics=("fd", "sliced_w2", "path_err", "png"))) for nfe in (3, 24)]
+                                metrics=("fd", "sliced_w2_data", "path_err", "png"))) for nfe in (3, 24)]
     for r in rows:
         assert r["status"] == "ok", r.get("error")
-        assert r["fd"] > 0 and r["fd_null"] > 0 and r["sliced_w2_null"] > 0
+        assert r["fd"] > 0 and r["fd_null"] > 0 and r["sliced_w2_data_null"] > 0
         assert (tmp_path / f"digits_vp_euler_nfe{r['nfe']}_seed0.png").is_file()
     assert rows[1]["path_err"] < 0.5 * rows[0]["path_err"]  # Euler converges to the dopri5 reference
     for r in rows:  # the rows state the reference's tolerance and its own error estimate (check at 10 rtol)
@@ -389,6 +389,6 @@ def test_every_solver_samples_digits():
                     continue
                 nfe = cand
                 break
-        row = run_cell(CellConfig(problem="digits", solver=name, nfe=nfe, n_samples=4, metrics=("sliced_w2",)))
+        row = run_cell(CellConfig(problem="digits", solver=name, nfe=nfe, n_samples=4, metrics=("sliced_w2_data",)))
         assert row["status"] in ("ok", "diverged"), (name, row.get("error"))
         assert spec.adaptive or row["nfe"] == nfe, name

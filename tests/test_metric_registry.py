@@ -14,7 +14,7 @@ from sdebench.metrics.registry import METRICS, Metric, register_metric, unregist
 from sdebench.run import CellConfig, run_cell
 
 CANONICAL = ["w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd", "sinkhorn",
-             "mode_mass", "fd", "png", "class_mass", "path_err"]
+             "mode_mass", "fd", "sliced_w2_data", "png", "class_mass", "path_err"]
 
 
 def test_every_metric_declares_description_label_kind_and_columns():
@@ -28,7 +28,8 @@ def test_every_metric_declares_description_label_kind_and_columns():
         assert not (m.exact and (m.has_se or m.has_null)), f"{name}: an exact metric has no _se / _null"
     # the metrics with a Monte Carlo floor write <name>_null; the exact-law ones are exact
     assert {n for n, m in METRICS.items() if m.has_null} == {"w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
-                                                             "sinkhorn", "mode_mass", "fd", "class_mass"}
+                                                             "sinkhorn", "mode_mass", "fd", "sliced_w2_data",
+                                                             "class_mass"}
     assert METRICS["w2_exact"].exact and METRICS["kl_exact"].exact
 
 
@@ -169,3 +170,33 @@ def test_applies_rules_read_solver_capabilities(solver, options, exact, density)
     assert [m.name for m in R.wanted_metrics(ctx)] == [
         "w1", "w2", "sliced_w2", "emd_w2"] + (["w2_exact", "kl_exact", "tv_exact"] if exact else []) + ["kl", "tv",
                                                                                                       "mmd"]
+
+
+FAMILY = '''
+from sdebench.metrics.registry import SAMPLE, Metric, register_metric
+
+ORDER = 35
+
+
+def _register():
+    register_metric(Metric("abs_mean", "mean of |x| over the samples", "mean |x|",
+                           lambda ctx: {"abs_mean": float(ctx.x0.abs().mean())}, stage=SAMPLE))
+'''
+
+
+def test_a_new_family_module_is_discovered_without_a_list(tmp_path, monkeypatch):
+    """A metric family is one file in sdebench/metrics with ``_register()``; its ORDER places it."""
+    import sdebench.metrics as pkg
+
+    (tmp_path / "zz_family.py").write_text(FAMILY)
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+    modules = R.family_modules()
+    names = [m.__name__.rsplit(".", 1)[1] for m in modules]
+    assert names == ["gaussian", "samples", "density", "zz_family", "stochastic", "images", "guided"]
+    try:
+        modules[3]._register()
+        row = run_cell(CellConfig(problem="gauss1d", solver="euler", nfe=8, n_samples=500, metrics=("abs_mean",)))
+        assert row["abs_mean"] > 0 and list(METRICS).index("abs_mean") == len(METRICS) - 1
+    finally:
+        unregister_metric("abs_mean")
+        sys.modules.pop("sdebench.metrics.zz_family", None)

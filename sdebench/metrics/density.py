@@ -234,6 +234,9 @@ def _part(name: str):
     return compute
 
 
+ORDER = 30  # position of this family in the registry (sdebench list)
+
+
 def _register() -> None:
     common = dict(applies=_kl_tv_applies, has_se=True, has_null=True, default=True, stage=ESTIMATE, no_grad=False,
                   problems=f"ODE solvers with d <= {MAX_DIM} (density); SDE solvers with d <= 2 (KDE)")

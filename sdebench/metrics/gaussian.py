@@ -189,6 +189,9 @@ def _tv_exact(ctx) -> dict:
     return {"tv_exact": v, "tv_exact_se": se}
 
 
+ORDER = 10  # position of this family in the registry (sdebench list)
+
+
 def _register() -> None:
     common = dict(applies=_exact_applies, problems="Gaussian targets, affine solvers, unguided", default=True,
                   stage=EXACT, no_grad=True)

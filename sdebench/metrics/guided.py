@@ -38,6 +38,9 @@ def _path_err(ctx) -> dict:
     return path_err_columns(ctx.problem, ctx.sde, ctx.cfg, ctx.x_T, ctx.x0, ctx.t_end)
 
 
+ORDER = 60  # position of this family in the registry (sdebench list)
+
+
 def _register() -> None:
     register_metric(Metric("class_mass", "guided cells: fraction of samples the exact classifier puts in the "
                            "target class (+ null)", "target-class mass", _class_mass, applies=_class_mass_applies,

@@ -244,14 +244,29 @@ def compute_metrics(ctx: MetricContext, stages=None) -> dict:
     return row
 
 
-def _load_families() -> None:
-    # registry order: exact law, samples, density, stochastic, image, guided (the order of `sdebench list`);
-    # the families import each other, so each registers its metrics here, in this order, not on import
+def family_modules() -> list:
+    """The metric family modules of this package: every module beside the registry that defines
+    ``_register()``, ordered by its module-level ``ORDER`` (then name): a new family is one file."""
     import importlib
+    import pkgutil
+    import sys
 
+    found = []
+    for info in pkgutil.iter_modules(sys.modules[__package__].__path__):
+        if info.name in ("registry", "nulls") or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__package__}.{info.name}")
+        if callable(getattr(module, "_register", None)):
+            found.append(module)
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def _load_families() -> None:
+    # registry order (the order of `sdebench list`): each family's ORDER, exact law first, then samples,
+    # density, stochastic, image, guided; the families import each other, so each registers its metrics
+    # here, in this order, not on import
     global _BUILTIN
-    families = ("gaussian", "samples", "density", "stochastic", "images", "guided")
-    for module in [importlib.import_module(f"{__package__}.{family}") for family in families]:
+    for module in family_modules():
         module._register()
     _BUILTIN = frozenset(METRICS)
     _load_plugins()

@@ -335,6 +335,9 @@ def _sinkhorn(ctx) -> dict:
     return row
 
 
+ORDER = 40  # position of this family in the registry (sdebench list)
+
+
 def _register() -> None:
     register_metric(Metric("mmd", "MMD, Gaussian kernel, closed-form kernel mean against the mixture (unbiased, any d)",
                            "MMD", _mmd, applies=_analytic, has_se=True, has_null=True, default=True, stage=ESTIMATE,
