@@ -9,6 +9,8 @@ the data), so ``sdebench list`` loads neither scikit-learn nor the U-Net.
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,6 @@ from sdebench.plugins import load_problem_plugins
 
 from .files import load_target
 from .gmm import GaussianMixture
-from .images import checkpoint_description, digits_cd_problem, digits_problem
-from .labelled import LABELLED_DESCRIPTIONS, LABELLED_PRESETS
-from .presets import DESCRIPTIONS, PRESETS
 
 __all__ = ["GaussianMixture", "PROBLEMS", "ProblemEntry", "describe", "get_problem", "load_target",
            "register_problem"]
@@ -51,14 +50,21 @@ def register_problem(name: str, factory: Callable, description: str | Callable[[
     PROBLEMS[name] = ProblemEntry(name, factory, description)
 
 
-for _name, _build in {**PRESETS, **LABELLED_PRESETS}.items():
-    register_problem(_name, _build, {**DESCRIPTIONS, **LABELLED_DESCRIPTIONS}[_name])
+def problem_modules() -> list:
+    """The modules of this package that define problems: each with ``ENTRIES`` (name -> (builder,
+    description)), ordered by its module-level ``ORDER`` (then name). A new problem module is one file."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            if isinstance(getattr(module, "ENTRIES", None), dict):
+                found.append(module)
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
-# image problems (problems/images.py) on the committed checkpoints in problems/data/; built on first use,
-# they need the `images` extra (scikit-learn's digits)
-register_problem("digits", digits_problem, lambda: checkpoint_description("digits_unet"))
-register_problem("digits-cd", digits_cd_problem,
-                 lambda: checkpoint_description("digits_unet", "digits_consistency"))
+
+for _module in problem_modules():
+    for _name, (_build, _description) in _module.ENTRIES.items():
+        register_problem(_name, _build, _description)
 
 
 def get_problem(name: str):

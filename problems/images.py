@@ -398,6 +398,7 @@ def digits_cd_problem() -> ImageProblem:
                          "digits_consistency.safetensors")
 
 
+
 def make_grid_png(x: torch.Tensor, shape, path, ncol: int | None = None, scale: int | None = None) -> str:
     """Save the first images of ``x`` (n, d) in [-1, 1] as a PNG grid; returns the path."""
     from PIL import Image
@@ -421,3 +422,12 @@ def make_grid_png(x: torch.Tensor, shape, path, ncol: int | None = None, scale: 
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
     return str(path)
+
+
+# discovered by sdebench.problems (see problems/presets.py): built on first use from the committed
+# checkpoints in problems/data/ (they need the `images` extra); descriptions read the small JSON configs only
+ORDER = 30
+ENTRIES = {
+    "digits": (digits_problem, lambda: checkpoint_description("digits_unet")),
+    "digits-cd": (digits_cd_problem, lambda: checkpoint_description("digits_unet", "digits_consistency")),
+}

@@ -149,3 +149,7 @@ LABELLED_PRESETS = {
     "gmm2d-ring8-labelled": gmm2d_ring8_labelled,
     "gmm2d-ring8-labelled4": gmm2d_ring8_labelled4,
 }
+
+# discovered by sdebench.problems (see problems/presets.py)
+ORDER = 20
+ENTRIES = {name: (build, LABELLED_DESCRIPTIONS[name]) for name, build in LABELLED_PRESETS.items()}

@@ -82,3 +82,7 @@ PRESETS = {
     "gmm2d-imbalanced": gmm2d_imbalanced,
     "gmm-d32": gmm_d32,
 }
+
+# discovered by sdebench.problems: name -> (builder, description); ORDER places this module in listings
+ORDER = 10
+ENTRIES = {name: (build, DESCRIPTIONS[name]) for name, build in PRESETS.items()}

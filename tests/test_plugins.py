@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import sdebench.plugins as plugins
+from sdebench.run import CellConfig, run_cell
 from sdebench.solvers import MODULES, SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,3 +257,41 @@ def test_plugin_solver_order_is_verified_by_the_registry_test(demo_plugin):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:]
     assert "1 passed" in out.stdout, out.stdout[-2000:]
+
+
+PROBLEM_MODULE = '''
+import torch
+
+from sdebench.problems.gmm import GaussianMixture
+
+ORDER = 15
+
+
+def gauss_shifted():
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.full((1, 1), -3.0, dtype=torch.float64),
+                           torch.full((1, 1, 1), 0.25, dtype=torch.float64), name="gauss-shifted")
+
+
+ENTRIES = {"gauss-shifted": (gauss_shifted, "N(-3, 0.5^2)")}
+'''
+
+
+def test_a_problem_module_is_discovered_without_a_list(tmp_path, monkeypatch):
+    """A problem module is one file in problems/ with ENTRIES; ORDER places it (presets 10, labelled 20,
+    images 30)."""
+    import sdebench.problems as pkg
+
+    (tmp_path / "zz_problem.py").write_text(PROBLEM_MODULE)
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+    try:
+        modules = pkg.problem_modules()
+        names = [m.__name__.rsplit(".", 1)[1] for m in modules]
+        assert names == ["presets", "zz_problem", "labelled", "images"]
+        assert set(pkg.PROBLEMS) >= {n for m in modules if m.__name__.endswith(("presets", "labelled", "images"))
+                                     for n in m.ENTRIES}
+        build, description = modules[1].ENTRIES["gauss-shifted"]
+        monkeypatch.setitem(pkg.PROBLEMS, "gauss-shifted", pkg.ProblemEntry("gauss-shifted", build, description))
+        row = run_cell(CellConfig(problem="gauss-shifted", solver="heun", nfe=200, metrics=("w2_exact",)))
+        assert row["w2_exact"] < 1e-2
+    finally:
+        sys.modules.pop("sdebench.problems.zz_problem", None)
