@@ -64,6 +64,9 @@ class Metric:
     default_when: Callable[[Any], bool] = _never  # also run by a default-list cell where this holds
     stage: int = ESTIMATE
     no_grad: bool = True  # compute under torch.no_grad()
+    # the value does not depend on the cell's seed (the exact law of w2_exact / kl_exact): a runner or sweep may
+    # compute it once per cell and copy it to the other seeds
+    seed_independent: bool = False
 
     def columns_written(self) -> tuple:
         out = [self.name] + ([f"{self.name}_se"] if self.has_se else [])
@@ -245,12 +248,12 @@ def compute_metrics(ctx: MetricContext, stages=None) -> dict:
 
 
 def _load_families() -> None:
-    # registry order: exact law, samples, density, stochastic, image, guided (the order of `sdebench list`);
+    # registry order: exact law, samples, density, stochastic, image, guided, resolve (the order of `sdebench list`);
     # the families import each other, so each registers its metrics here, in this order, not on import
     import importlib
 
     global _BUILTIN
-    families = ("gaussian", "samples", "density", "stochastic", "images", "guided")
+    families = ("gaussian", "samples", "density", "stochastic", "images", "guided", "resolve")
     for module in [importlib.import_module(f"{__package__}.{family}") for family in families]:
         module._register()
     _BUILTIN = frozenset(METRICS)
