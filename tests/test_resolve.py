@@ -212,3 +212,45 @@ def test_new_metrics_are_listed_with_their_columns():
     for name in ("weak_err", "strong_err", "path_err"):
         assert name in METRICS
         assert f"{name}_null" in get_metric(name).columns_written()
+
+
+def _synthetic_rows(metric: str, flagged_sd: bool):
+    """A results table whose finest point sits inside its null distribution (null + 2 sd) but above 3x null."""
+    import pandas as pd
+
+    from sdebench.run import floor_flags
+
+    rows = []
+    for seed in (0, 1):
+        for steps, val in ((4, 0.25), (8, 0.125), (16, 0.0625), (32, 0.0312), (64, 0.028)):
+            row = {"problem": "gmm2d-ring8", "sde": "vp", "solver": "em", "schedule": "uniform", "steps": steps,
+                   "nfe": steps, "seed": seed, "T": 1.0, "t_end": 1e-3, "status": "ok", metric: val * (1 + 0.01 * seed),
+                   f"{metric}_null": 0.009}
+            if flagged_sd:
+                row[f"{metric}_null_sd"] = 0.01
+            row.update(floor_flags(row))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_a_point_flagged_at_its_resolution_limit_never_enters_an_order_fit():
+    from sdebench.commands.orders import fit_table
+
+    df = _synthetic_rows("weak_err", flagged_sd=True)
+    assert df.loc[df.steps == 64, "weak_err_at_floor"].all() and not df.loc[df.steps < 64, "weak_err_at_floor"].any()
+    fit = fit_table(df, metrics=["weak_err"], B=50).iloc[0]
+    assert fit["at_floor"] == 1 and fit["points"] == 4
+    assert abs(fit["order_h"] - 1.0) < 0.02
+    # without the spread the 3x-null rule alone keeps it (0.028 > 0.027)
+    fit2 = fit_table(_synthetic_rows("weak_err", flagged_sd=False), metrics=["weak_err"], B=50).iloc[0]
+    assert fit2["at_floor"] == 0
+
+
+def test_plot_draws_the_resolution_limit_of_the_new_metrics_as_a_band():
+    from sdebench.plot import floor_band, with_primary
+
+    for metric, sd in (("weak_err", True), ("strong_err", False), ("path_err", False)):
+        rows = with_primary(_synthetic_rows(metric, flagged_sd=sd), metric)
+        lo, hi = floor_band(rows)
+        assert 0 < lo <= 0.009 <= hi
+        assert hi == (0.009 + 2 * 0.01 if sd else 0.009)
