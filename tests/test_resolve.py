@@ -254,3 +254,16 @@ def test_plot_draws_the_resolution_limit_of_the_new_metrics_as_a_band():
         lo, hi = floor_band(rows)
         assert 0 < lo <= 0.009 <= hi
         assert hi == (0.009 + 2 * 0.01 if sd else 0.009)
+
+
+def test_reference_sde_is_the_srk_scheme():
+    """The strong reference (sdebench.reference.reference_sde, core layer) equals the srk solver to rounding."""
+    from sdebench.noise import NoiseSource
+    from sdebench.reference import reference_sde
+
+    prob, sde = get_problem("gmm2d-imbalanced"), get_sde("vp")
+    grid = make_grid(sde, 24, sde.t_end_default, "logsnr")
+    x_T = prob.sample_t(64, sde.T, sde, generator=torch.Generator().manual_seed(1))
+    a = get_solver("srk").sample(_model(prob, sde), x_T, grid, sde, NoiseSource(4, 64, (2,)))
+    b = reference_sde(sde, lambda x, t: prob.score(x, t, sde), x_T, grid, NoiseSource(4, 64, (2,)))
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)

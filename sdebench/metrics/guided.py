@@ -10,6 +10,7 @@ from sdebench.guidance import class_mass_columns, path_err_columns
 
 from .images import image_metric
 from .registry import GUIDED, Metric, register_metric
+from .resolve import analytic_path_err
 
 __all__ = []
 
@@ -40,8 +41,6 @@ def _path_err(ctx) -> dict:
         return {**row, "path_err_null": row["path_ref_err"]}
     # analytic targets (unguided): against dopri5 on the exact flow of the law x_T was drawn from, over the
     # first PATH_PATHS rows; one reference per (problem, sde, t_end, init, seed) for every solver and NFE
-    from .resolve import analytic_path_err
-
     cfg = ctx.cfg
     final = None
     if getattr(cfg, "final_denoise", False):  # compare with the denoised reference D(x_ref, t_end)

@@ -39,7 +39,8 @@ docs/statistics.md for which solver kinds that covers).
 
 **Strong error: ``strong_err``** (SDE solvers with a declared strong order, analytic targets). RMS over
 ``STRONG_PATHS`` paths (the first rows of x_T) of |x_N - x_ref|, where x_N is the cell's solver on the cell's
-grid and x_ref the strong order 1.5 SRA1 solver (``srk``) on the ``STRONG_REFINE`` (8) x finer grid of the
+grid and x_ref the strong order 1.5 SRA1 scheme (``sdebench.reference.reference_sde``, the ``srk``
+solver's scheme, with the exact score) on the ``STRONG_REFINE`` (8) x finer grid of the
 same schedule, both driven by one Brownian path sampled on the fine grid (coarse increments are sums of fine
 ones, and srk's iterated integrals I_(1,0) nest the same way) from the same x_T. ``strong_err_null``: the
 reference's own error, estimated conservatively by RMS |x_ref - x_ref/2| (srk on the 4x grid, same path); the
@@ -63,10 +64,10 @@ import torch
 
 from sdebench.noise import NoiseSource
 from sdebench.problems import GaussianMixture
-from sdebench.reference import reference_flow
+from sdebench.reference import reference_flow, reference_sde
 from sdebench.schedules import make_grid
 
-from .nulls import lru_lookup, null_columns, null_draws
+from .nulls import _law_key, lru_lookup, null_columns, null_draws
 from .registry import ESTIMATE, Metric, register_metric
 from .samples import directions
 from .stochastic import component_scale, kernel_mean
@@ -196,8 +197,6 @@ _TEST_CACHE: OrderedDict = OrderedDict()
 
 
 def _target_tests(target):
-    from .nulls import _law_key
-
     def make():
         tests = weak_tests(target)
         e1, e2 = weak_expectations(tests, target)
@@ -242,10 +241,9 @@ def weak_err_exact(q, target) -> dict:
 
 # ---- strong error --------------------------------------------------------------------------------------------
 def strong_error(solver, make_model, sde, x_T, grid, schedule: str, t_end: float, seed: int, nfe=None,
-                 options=None, refine: int = STRONG_REFINE, paths: int = STRONG_PATHS) -> dict:
-    """RMS |x_N - x_ref| over the first ``paths`` rows of x_T and the reference's own error (module docstring)."""
-    from sdebench.solvers import get_solver
-
+                 options=None, refine: int = STRONG_REFINE, paths: int = STRONG_PATHS, score=None) -> dict:
+    """RMS |x_N - x_ref| over the first ``paths`` rows of x_T and the reference's own error (module docstring).
+    ``score(x, t)``: the exact score of the reference (default: ``make_model().score``)."""
     steps = len(grid) - 1
     m = min(paths, x_T.shape[0])
     x0 = x_T[:m].to(torch.float64).cpu()
@@ -253,11 +251,11 @@ def strong_error(solver, make_model, sde, x_T, grid, schedule: str, t_end: float
     fine = make_grid(sde, steps * refine, t_end, schedule)
     noise = NoiseSource(seed, m, (d,), base_grid=fine)
     x_n = solver.sample(make_model(), x0, grid, sde, noise, nfe=nfe, **(options or {}))
-    srk = get_solver("srk")
+    score = make_model().score if score is None else score
 
     def ref(k):
         g = make_grid(sde, steps * k, t_end, schedule)
-        return srk.sample(make_model(), x0, g, sde, NoiseSource(seed, m, (d,), base_grid=fine))
+        return reference_sde(sde, score, x0, g, NoiseSource(seed, m, (d,), base_grid=fine))
 
     x_ref, x_half = ref(refine), ref(refine // 2)
     rms = lambda a: float(a.to(torch.float64).norm(dim=1).pow(2).mean().sqrt())  # noqa: E731
@@ -314,15 +312,15 @@ def _strong_applies(ctx):
         return "needs a stochastic solver"
     if getattr(ctx.spec, "strong_order", None) is None:
         return "needs a solver with a declared strong order (a pathwise approximation of the reverse SDE)"
-    if ctx.guided or getattr(ctx.cfg, "final_denoise", False) or getattr(ctx.cfg, "score_error", 0.0):
-        return "not for guided, final-denoise or perturbed-score cells"
+    if ctx.guided or getattr(ctx.cfg, "final_denoise", False):
+        return "not for guided or final-denoise cells"
     return True
 
 
 def _strong(ctx) -> dict:
-    cfg = ctx.cfg
-    return strong_error(ctx.solver, ctx.make_model, ctx.sde, ctx.x_T, ctx.grid, cfg.schedule, ctx.t_end, cfg.seed,
-                        nfe=ctx.nfe, options=ctx.options)
+    cfg, sde, cond = ctx.cfg, ctx.sde, ctx.cond
+    return strong_error(ctx.solver, ctx.make_model, sde, ctx.x_T, ctx.grid, cfg.schedule, ctx.t_end, cfg.seed,
+                        nfe=ctx.nfe, options=ctx.options, score=lambda x, t: cond.score(x, t, sde))
 
 
 def _register() -> None:
