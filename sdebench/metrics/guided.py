@@ -56,8 +56,8 @@ def _register() -> None:
                            has_null=True,
                            columns=("class_masses",), problems="labelled mixtures, guided cells", stage=GUIDED,
                            default_when=lambda ctx: ctx.guided))
-    register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (images: rtol 1e-8; "
-                           "analytic and guided: 1e-10, first 512 paths); path_err_null: the reference's own error",
+    register_metric(Metric("path_err", "ODE solvers: RMS vs a dopri5 solve from the same x_T (rtol 1e-10; images "
+                           "1e-8); _null: the reference's own error",
                            "path error (RMS vs reference)",
                            _path_err, applies=_path_err_applies, has_null=True,
                            columns=("path_err_med", "path_err_max", "ref_nfe", "path_ref_nfe", "path_ref_rtol",
