@@ -57,7 +57,7 @@ def test_characteristic_function_projection_equals_full_formula():
     P, nf = tests.theta.shape[0], len(FREQS)
     cos = e1[4 * P: 4 * P + nf * P].reshape(P, nf)
     sin = e1[4 * P + nf * P: 4 * P + 2 * nf * P].reshape(P, nf)
-    for p in (0, 7, 31):
+    for p in (0, P // 2, P - 1):
         for j, om in enumerate(FREQS):
             w = om * tests.theta[p] / tests.scale[p]
             shift = om * tests.centre[p] / tests.scale[p]
@@ -90,30 +90,33 @@ def _model(prob, sde):
     return cell_model(prob, sde, CellConfig(problem="gauss1d"))
 
 
-def test_weak_err_coverage_on_a_biased_law():
+@pytest.mark.parametrize("reps", [60, pytest.param(200, marks=pytest.mark.slow)])
+def test_weak_err_coverage_on_a_biased_law(reps):
     """The 95% interval weak_err +- 1.96 weak_err_se covers the true weak_err (closed form for both laws) at
-    least at the nominal rate: samples of EM's exact output law on a Gaussian target (NFE 8)."""
+    least at the nominal rate: samples of EM's exact output law on a Gaussian target (NFE 8). (Measured: 200
+    of 200 seeds; the simultaneous interval is conservative.)"""
     target = _target("gauss-aniso16")
     q = _em_gauss_law("gauss-aniso16", 8)
     truth = weak_err_exact(q, target)["weak_err"]
     assert truth > 0.05
     g = torch.Generator().manual_seed(11)
-    covered, reps = 0, 200
+    covered = 0
     for _ in range(reps):
         a = weak_err(q.sample(2000, generator=g), target)
         covered += abs(a["weak_err"] - truth) <= 1.959964 * a["weak_err_se"]
     assert covered / reps >= 0.93, covered / reps
 
 
-def test_weak_err_per_function_intervals_cover_at_the_nominal_rate_on_exact_samples():
+@pytest.mark.parametrize("reps,band", [(40, (0.925, 0.975)), pytest.param(200, (0.935, 0.965), marks=pytest.mark.slow)])
+def test_weak_err_per_function_intervals_cover_at_the_nominal_rate_on_exact_samples(reps, band):
     """On exact target samples every normalised test-function error is N(0, s_f^2): the per-function 95%
-    intervals cover 0 about 95% of the time (over 100 replicates x ~450 functions), and weak_err's
-    simultaneous interval covers the truth 0 at least 95% of the time."""
+    intervals cover 0 about 95% of the time (replicates x ~460 functions; measured 0.945 over 200), and
+    weak_err's simultaneous interval covers the truth 0 at least 95% of the time (measured 0.975)."""
     target = _target("gmm2d-ring8")
     tests, e1, sd = _target_tests(target)
     g = torch.Generator().manual_seed(3)
     hits, total, cover_max = 0, 0, 0
-    for _ in range(100):
+    for _ in range(reps):
         y = target.sample(2000, generator=g)
         mean, var = weak_features(y, tests)
         z = (mean - e1) / torch.sqrt(var / 2000)
@@ -121,8 +124,8 @@ def test_weak_err_per_function_intervals_cover_at_the_nominal_rate_on_exact_samp
         total += z.numel()
         a = weak_err(y, target)
         cover_max += a["weak_err"] - 1.959964 * a["weak_err_se"] <= 1e-15
-    assert 0.935 <= hits / total <= 0.965, hits / total
-    assert cover_max >= 95
+    assert band[0] <= hits / total <= band[1], hits / total
+    assert cover_max >= 0.93 * reps
 
 
 def test_weak_err_of_an_exact_sampler_is_within_its_resolution():
