@@ -177,6 +177,14 @@ def test_strong_err_cell_and_applicability():
     row = run_cell(CellConfig(problem="gmm2d-ring8", solver="em", nfe=16, n_samples=500, metrics=("strong_err",)))
     assert row["status"] == "ok" and row["strong_err"] > 0 and row["strong_err_null"] < row["strong_err"]
     assert not row["strong_err_at_floor"] and row["strong_paths"] == 256
+    # ei at the same step count shares the cached reference (same x_T, grid and Brownian path): same null
+    ei = run_cell(CellConfig(problem="gmm2d-ring8", solver="ei", nfe=16, n_samples=300, metrics=("strong_err",)))
+    assert ei["strong_err_null"] == row["strong_err_null"] and ei["strong_err"] != row["strong_err"]
+    from sdebench.metrics import resolve
+
+    resolve._STRONG_CACHE.clear()
+    again = run_cell(CellConfig(problem="gmm2d-ring8", solver="ei", nfe=16, n_samples=300, metrics=("strong_err",)))
+    assert again["strong_err"] == ei["strong_err"] and again["strong_err_null"] == ei["strong_err_null"]
     ode = run_cell(CellConfig(problem="gmm2d-ring8", solver="heun", nfe=16, n_samples=500, metrics=("strong_err",)))
     assert "strong_err" not in ode
 

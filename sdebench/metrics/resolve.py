@@ -47,7 +47,9 @@ same schedule, both driven by one Brownian path sampled on the fine grid (coarse
 ones, and srk's iterated integrals I_(1,0) nest the same way) from the same x_T. ``strong_err_null``: the
 reference's own error, estimated conservatively by RMS |x_ref - x_ref/2| (srk on the 4x grid, same path); the
 reference's error is about 2^-1.5 of it. Cost: the solver on STRONG_PATHS paths plus srk at 8x and 4x the
-steps (24x the solver's evaluations at 1 NFE/step on STRONG_PATHS paths): not a default metric.
+steps (24x the solver's evaluations at 1 NFE/step on STRONG_PATHS paths); the two reference solves are cached
+per (problem, sde, schedule, t_end, init, seed, steps), so solvers with the same step count share them. Not a
+default metric.
 
 **Pathwise error of ODE solvers: ``path_err``** on analytic targets (unguided): RMS over ``PATH_PATHS`` paths
 (the first rows of x_T) of |x_N - x_ref|, x_ref the probability-flow ODE of the exact score solved by
@@ -248,10 +250,15 @@ def weak_err_exact(q, target) -> dict:
 
 
 # ---- strong error --------------------------------------------------------------------------------------------
+_STRONG_CACHE: OrderedDict = OrderedDict()
+
+
 def strong_error(solver, make_model, sde, x_T, grid, schedule: str, t_end: float, seed: int, nfe=None,
-                 options=None, refine: int = STRONG_REFINE, paths: int = STRONG_PATHS, score=None) -> dict:
+                 options=None, refine: int = STRONG_REFINE, paths: int = STRONG_PATHS, score=None, key=None) -> dict:
     """RMS |x_N - x_ref| over the first ``paths`` rows of x_T and the reference's own error (module docstring).
-    ``score(x, t)``: the exact score of the reference (default: ``make_model().score``)."""
+    ``score(x, t)``: the exact score of the reference (default: ``make_model().score``). ``key``: when given,
+    the two reference solves are cached under (key, steps, refine, paths) for the process, so every solver
+    with the same step count (same x_T, grid and path) shares them."""
     steps = len(grid) - 1
     m = min(paths, x_T.shape[0])
     x0 = x_T[:m].to(torch.float64).cpu()
@@ -265,7 +272,10 @@ def strong_error(solver, make_model, sde, x_T, grid, schedule: str, t_end: float
         g = make_grid(sde, steps * k, t_end, schedule)
         return reference_sde(sde, score, x0, g, NoiseSource(seed, m, (d,), base_grid=fine))
 
-    x_ref, x_half = ref(refine), ref(refine // 2)
+    def refs():
+        return ref(refine), ref(refine // 2)
+
+    x_ref, x_half = refs() if key is None else lru_lookup(_STRONG_CACHE, tuple(key) + (steps, refine, m), 16, refs)
     rms = lambda a: float(a.to(torch.float64).norm(dim=1).pow(2).mean().sqrt())  # noqa: E731
     return {"strong_err": rms(x_n - x_ref), "strong_err_null": rms(x_half - x_ref), "strong_paths": m,
             "strong_ref_steps": steps * refine}
@@ -327,8 +337,9 @@ def _strong_applies(ctx):
 
 def _strong(ctx) -> dict:
     cfg, sde, cond = ctx.cfg, ctx.sde, ctx.cond
+    key = (cfg.problem, repr(sde), cfg.schedule, float(ctx.t_end), cfg.init, int(cfg.seed), str(cfg.dtype))
     return strong_error(ctx.solver, ctx.make_model, sde, ctx.x_T, ctx.grid, cfg.schedule, ctx.t_end, cfg.seed,
-                        nfe=ctx.nfe, options=ctx.options, score=lambda x, t: cond.score(x, t, sde))
+                        nfe=ctx.nfe, options=ctx.options, score=lambda x, t: cond.score(x, t, sde), key=key)
 
 
 def _register() -> None:
