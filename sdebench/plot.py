@@ -217,7 +217,11 @@ def _title(m: str, dm: pd.DataFrame, spread: str) -> str:
     extra = []
     if dm["floor"].notna().any():
         spread = "floor_sd" in dm.columns and dm["floor_sd"].notna().any()
-        extra.append("grey band: Monte Carlo floor" + (", mean -/+ 2 sd of independent target draws" if spread else ""))
+        if m == "strong_err":  # its <metric>_null is the reference solve's own error
+            extra.append("grey band: resolution limit (the reference's own error)")
+        elif m != "path_err":  # path_err's null (path_ref_err) is named by the dotted/dark band below
+            extra.append("grey band: Monte Carlo floor" + (", mean -/+ 2 sd of independent target draws" if spread
+                                                           else ""))
     if m == "path_err":
         recorded = "path_ref_err" in dm.columns and pd.to_numeric(dm["path_ref_err"], errors="coerce").gt(0).any()
         extra.append("dotted/dark band: reference solve's own error" if recorded

@@ -14,7 +14,7 @@ from sdebench.metrics.registry import METRICS, Metric, register_metric, unregist
 from sdebench.run import CellConfig, run_cell
 
 CANONICAL = ["w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd", "sinkhorn",
-             "mode_mass", "fd", "sliced_w2_data", "png", "class_mass", "path_err"]
+             "mode_mass", "fd", "sliced_w2_data", "png", "class_mass", "path_err", "weak_err", "strong_err"]
 
 
 def test_every_metric_declares_description_label_kind_and_columns():
@@ -29,7 +29,7 @@ def test_every_metric_declares_description_label_kind_and_columns():
     # the metrics with a Monte Carlo floor write <name>_null; the exact-law ones are exact
     assert {n for n, m in METRICS.items() if m.has_null} == {"w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
                                                              "sinkhorn", "mode_mass", "fd", "sliced_w2_data",
-                                                             "class_mass"}
+                                                             "class_mass", "path_err", "weak_err", "strong_err"}
     assert METRICS["w2_exact"].exact and METRICS["kl_exact"].exact
 
 
@@ -166,7 +166,8 @@ def test_applies_rules_read_solver_capabilities(solver, options, exact, density)
     assert (METRICS["w2_exact"].check(ctx) is True) == exact == spec.affine(opts)
     assert spec.deterministic(opts) == density
     assert METRICS["kl"].check(ctx) is True  # density (ODE) or KDE (d <= 2)
-    assert METRICS["path_err"].check(ctx) == "needs an image problem or a guided cell"
+    # path_err: any deterministic solver (analytic targets too: against the dopri5 reference flow)
+    assert METRICS["path_err"].check(ctx) == (True if density else "needs a deterministic solver")
     assert [m.name for m in R.wanted_metrics(ctx)] == [
         "w1", "w2", "sliced_w2", "emd_w2"] + (["w2_exact", "kl_exact", "tv_exact"] if exact else []) + ["kl", "tv",
                                                                                                       "mmd"]
@@ -192,7 +193,7 @@ def test_a_new_family_module_is_discovered_without_a_list(tmp_path, monkeypatch)
     monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
     modules = R.family_modules()
     names = [m.__name__.rsplit(".", 1)[1] for m in modules]
-    assert names == ["gaussian", "samples", "density", "zz_family", "stochastic", "images", "guided"]
+    assert names == ["gaussian", "samples", "density", "zz_family", "stochastic", "images", "guided", "resolve"]
     try:
         modules[3]._register()
         row = run_cell(CellConfig(problem="gauss1d", solver="euler", nfe=8, n_samples=500, metrics=("abs_mean",)))

@@ -74,9 +74,13 @@ def fit_table(df: pd.DataFrame, metrics=None, B: int = 1000) -> pd.DataFrame:
             if f"{m}_null" in g:
                 null = g.pivot_table(index="seed", columns="steps", values=f"{m}_null",
                                      aggfunc="mean").reindex(columns=steps).to_numpy()
+            null_sd = None
+            if null is not None and f"{m}_null_sd" in g:
+                null_sd = g.pivot_table(index="seed", columns="steps", values=f"{m}_null_sd",
+                                        aggfunc="mean").reindex(columns=steps).to_numpy()
             Y = vals.to_numpy()
-            fh = fit_order(h, Y, null=null, fine_is_small=True, B=B)
-            fn = fit_order(nfe, Y, null=null, fine_is_small=False, B=B)
+            fh = fit_order(h, Y, null=null, fine_is_small=True, B=B, null_sd=null_sd)
+            fn = fit_order(nfe, Y, null=null, fine_is_small=False, B=B, null_sd=null_sd)
             out.append({**info, "metric": m, "order_h": fh.slope, "order_h_lo": fh.lo, "order_h_hi": fh.hi,
                         "slope_nfe": fn.slope, "slope_nfe_lo": fn.lo, "slope_nfe_hi": fn.hi, "points": fh.n_points,
                         "at_floor": fh.n_floor, "seeds": fh.n_seeds, "ci": fh.method,

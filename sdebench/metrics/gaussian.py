@@ -196,8 +196,8 @@ def _register() -> None:
     common = dict(applies=_exact_applies, problems="Gaussian targets, affine solvers, unguided", default=True,
                   stage=EXACT, no_grad=True)
     register_metric(Metric("w2_exact", "exact W2 of the solver's Gaussian output law vs the target (Gaussian targets "
-                           "only)", "exact W2", _w2_exact, exact=True, **common))
+                           "only)", "exact W2", _w2_exact, exact=True, seed_independent=True, **common))
     register_metric(Metric("kl_exact", "exact KL(output || target), stable for tiny errors (Gaussian targets only)",
-                           "exact KL", _kl_exact, exact=True, **common))
+                           "exact KL", _kl_exact, exact=True, seed_independent=True, **common))
     register_metric(Metric("tv_exact", "TV of the output law: exact in 1-D, Monte Carlo with std. error in d-D "
                            "(Gaussian targets)", "TV", _tv_exact, exact=False, has_se=True, **common))

@@ -64,6 +64,9 @@ class Metric:
     default_when: Callable[[Any], bool] = _never  # also run by a default-list cell where this holds
     stage: int = ESTIMATE
     no_grad: bool = True  # compute under torch.no_grad()
+    # the value does not depend on the cell's seed (the exact law of w2_exact / kl_exact): a runner or sweep may
+    # compute it once per cell and copy it to the other seeds
+    seed_independent: bool = False
 
     def columns_written(self) -> tuple:
         out = [self.name] + ([f"{self.name}_se"] if self.has_se else [])
@@ -263,7 +266,7 @@ def family_modules() -> list:
 
 def _load_families() -> None:
     # registry order (the order of `sdebench list`): each family's ORDER, exact law first, then samples,
-    # density, stochastic, image, guided; the families import each other, so each registers its metrics
+    # density, stochastic, image, guided, resolve; the families import each other, so each registers its metrics
     # here, in this order, not on import
     global _BUILTIN
     for module in family_modules():
