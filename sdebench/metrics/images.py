@@ -110,7 +110,8 @@ def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: floa
         [m for m in cfg.metrics if m in IMAGE_METRICS]
     x = x0.double().cpu()
     n = len(x)
-    test = problem.data.test.reshape(len(problem.data.test), -1).double()
+    data = getattr(problem, "data", None)  # a network problem may have none (only path_err and png apply)
+    test = None if data is None else data.test.reshape(len(data.test), -1).double()
     row: dict = {}
     if "fd" in wanted:
         if problem.classifier is None:
@@ -146,15 +147,32 @@ def image_metric(ctx, name: str) -> dict:
                              replace(ctx.cfg, metrics=(name,)))
 
 
-def _image_only(ctx):
-    return True if ctx.is_image else "needs an image problem"
+def image_data_applies(ctx):
+    """Rule of the metrics judged against an image problem's data (sliced_w2 on images, fd): a network problem
+    built without data (sdebench.problems.from_network) has none."""
+    if not ctx.is_image:
+        return "needs an image problem"
+    return True if getattr(ctx.problem, "data", None) is not None else "needs data (from_network(..., data=...))"
+
+
+def _fd_applies(ctx):
+    ok = image_data_applies(ctx)
+    if ok is not True:
+        return ok
+    return True if getattr(ctx.problem, "classifier", None) is not None else "needs a feature classifier"
+
+
+def _png_applies(ctx):
+    if not ctx.is_image:
+        return "needs an image problem"
+    return True if len(getattr(ctx.problem, "shape", ())) == 3 else "needs samples of shape (C, H, W)"
 
 
 def _register() -> None:
     register_metric(Metric("fd", "image problems: Frechet distance in a small classifier's features vs the held-out "
                            "split", "Frechet distance (classifier features)", lambda ctx: image_metric(ctx, "fd"),
-                           applies=_image_only, has_null=True, problems="image problems", stage=IMAGE,
+                           applies=_fd_applies, has_null=True, problems="image problems", stage=IMAGE,
                            default_when=lambda ctx: ctx.is_image))
     register_metric(Metric("png", "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default "
-                           "runs/grids/)", "PNG grid", lambda ctx: image_metric(ctx, "png"), applies=_image_only,
+                           "runs/grids/)", "PNG grid", lambda ctx: image_metric(ctx, "png"), applies=_png_applies,
                            exact=True, problems="image problems", stage=IMAGE))

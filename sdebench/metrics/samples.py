@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .images import image_metric
+from .images import image_data_applies, image_metric
 from .nulls import lru_lookup, null_columns, null_draws, paired_sample_applies, target_sample
 from .registry import SAMPLE, Metric, register_metric
 
@@ -180,6 +180,10 @@ def _one_d(ctx):
     return True if not ctx.is_image and ctx.problem.d == 1 else "needs a 1-D problem"
 
 
+def _sliced_w2_applies(ctx):
+    return image_data_applies(ctx) if ctx.is_image else True
+
+
 def _sliced_w2(ctx) -> dict:
     if ctx.is_image:
         return image_metric(ctx, "sliced_w2")
@@ -206,7 +210,8 @@ def _register() -> None:
     register_metric(Metric("w2", "exact W2 between the 1-D samples and the target (quantile function)",
                            "W2 (exact 1-D)", _w_1d("w2", w2_samples_1d), applies=_one_d, problems="1-D", **common))
     register_metric(Metric("sliced_w2", "sliced W2, exact 1-D projections of the target, 32 fixed directions",
-                           "sliced W2", _sliced_w2, problems="any (images: 64 directions vs the held-out split)",
+                           "sliced W2", _sliced_w2, applies=_sliced_w2_applies,
+                           problems="any (images: 64 directions vs the held-out split; networks: with data)",
                            **common))
     register_metric(Metric("emd_w2", "W2 between the samples and an independent target sample (POT, n <= 10,000)",
                            "empirical W2 (POT)", _emd_w2, applies=paired_sample_applies,
