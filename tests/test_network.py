@@ -140,6 +140,28 @@ def test_discrete_vp_mapping():
         DiscreteVP(torch.tensor([0.5, 0.7]))
 
 
+def test_benchmark_and_cells_take_the_problem_object():
+    """run_cell, CellConfig and sdebench.benchmark accept the problem object (registered under its name); path_err
+    always, sliced_w2 only with data, fd never without a classifier, exact metrics never."""
+    import sdebench
+    from sdebench.problems import PROBLEMS, register_network
+    from sdebench.solvers.ode import heun
+
+    net = from_network(RingEps(), sde="vp", shape=(2,), name="ring-net")
+    df = sdebench.benchmark(heun, problems=net, nfe=[4, 8], nfe_per_step=2, samples=16, metrics=["path_err"])
+    assert list(df["problem"]) == ["ring-net"] * 2 and (df["status"] == "ok").all()
+    assert df["path_err"].notna().all() and df["path_err"].iloc[1] < df["path_err"].iloc[0]
+    assert "ring-net" in PROBLEMS and "path_err" in PROBLEMS["ring-net"].describe()
+    ring = get_problem("gmm2d-ring8")
+    with_data = from_network(RingEps(), sde="vp", shape=(2,), name="ring-net-data",
+                             data=ring.sample(400, generator=torch.Generator().manual_seed(0)))
+    row = run_cell(CellConfig(problem=with_data, solver="heun", nfe=8, n_samples=64))
+    assert row["status"] == "ok" and math.isfinite(row["path_err"]) and math.isfinite(row["sliced_w2"])
+    assert "sliced_w2_null" in row and "fd" not in row and "w2_exact" not in row and "kl_exact" not in row
+    with pytest.raises(ConfigError, match="taken by a built-in problem"):
+        register_network(net, "gauss1d")
+
+
 # ---- (b) pkg.module:factory -----------------------------------------------------------------------------------
 FACTORY = '''
 import torch
@@ -270,15 +292,24 @@ TINY = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block
 
 
 def test_diffusers_unet_random_and_from_folder(tmp_path):
+    """A random tiny UNet2DModel through run_cell: finite path_err. Its output layer is scaled by 0.1 and the cell
+    runs on [0.05, 0.25] so that the dopri5 reference of a random (rough in t) network stays at a few hundred
+    evaluations. Saved with save_pretrained and loaded back through the folder: identical outputs."""
     diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (the peers extra)")
     from sdebench.problems import diffusers_unet
 
     prob = diffusers_unet(config=TINY, seed=0, name="tiny-unet")
+    with torch.no_grad():
+        prob.net.conv_out.weight.mul_(0.1)
+        prob.net.conv_out.bias.mul_(0.1)
     assert isinstance(prob.sde, DiscreteVP) and prob.sde.N == 1000 and prob.shape == (1, 8, 8)
-    cfg = dict(problem=prob, sde="vp", solver="dpm-solver++2m", nfe=6, n_samples=8, schedule="logsnr")
-    row = run_cell(CellConfig(**cfg))
+    assert prob.parametrization == "eps" and prob.time_input == "index"
+    cfg = CellConfig(problem=prob, sde="vp", solver="dpm-solver++2m", nfe=6, n_samples=4, schedule="logsnr",
+                     t_end=0.05, T=0.25)
+    row = run_cell(cfg)
     assert row["status"] == "ok", row.get("error")
-    assert math.isfinite(row["path_err"]) and row["path_err"] > 0 and "fd" not in row
+    assert math.isfinite(row["path_err"]) and row["path_err"] > 0 and row["path_ref_err"] < row["path_err"]
+    assert "fd" not in row and "sliced_w2" not in row  # no data
     # save and load back through the folder: identical outputs
     folder = tmp_path / "unet"
     prob.net.save_pretrained(str(folder))
@@ -286,12 +317,14 @@ def test_diffusers_unet_random_and_from_folder(tmp_path):
         str(folder / "scheduler"))
     back = diffusers_unet(folder=folder, name="tiny-unet-back")
     assert torch.equal(back.sde.alphas_cumprod, prob.sde.alphas_cumprod)
-    sde = get_sde("vp")
+    sde = get_sde("vp", T=0.25)
     x = torch.randn(4, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    for t in (0.9, 0.3, 0.01):
+    for t in (0.25, 0.1, 0.01):
         tt = torch.tensor(t, dtype=torch.float64)
         assert torch.equal(prob.model_functions(sde)["eps"](x, tt), back.model_functions(sde)["eps"](x, tt))
-    row2 = run_cell(CellConfig(**{**cfg, "problem": back}))
-    assert row2["path_err"] == row["path_err"]
+    grid = make_grid(sde, 3, 0.05, "logsnr")
+    outs = [SOLVERS["dpm-solver++2m"].sample(Model(sde, **p.model_functions(sde)), x, grid, sde, None)
+            for p in (prob, back)]
+    assert torch.equal(outs[0], outs[1])
     with pytest.raises(ConfigError, match="does not exist or holds no config.json"):
         diffusers_unet(folder=tmp_path / "nope")
