@@ -97,7 +97,7 @@ _NULL_CACHE: dict = {}
 def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
     """``<name>_null`` / ``<name>_null_sd``: mean and sd of ``fn`` on ``NULL_DRAWS`` training subsets of size n
     (subset j uses the generator of seed j), cached per (problem, n, statistic, extra) for the process."""
-    key = (problem.name, len(problem.data.train), n, name, extra)
+    key = (problem.name, id(problem.data.train), len(problem.data.train), n, name, extra)  # a network may reuse a name
     if key not in _NULL_CACHE:
         _NULL_CACHE[key] = [fn(_train_subset(problem, n, j)) for j in range(NULL_DRAWS)]
     return _null_columns(name, _NULL_CACHE[key])
