@@ -20,9 +20,11 @@ from sdebench.plugins import load_problem_plugins
 
 from .files import load_target
 from .gmm import GaussianMixture
+from .network import DiscreteVP, NetworkProblem, diffusers_unet, from_network, is_factory_spec, load_factory
 
 __all__ = ["GaussianMixture", "PROBLEMS", "ProblemEntry", "describe", "get_problem", "load_target",
-           "register_problem"]
+           "register_problem", "from_network", "diffusers_unet", "NetworkProblem", "DiscreteVP", "register_network",
+           "problem_name"]
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,37 @@ for _module in problem_modules():
 def get_problem(name: str):
     if name in PROBLEMS:
         return PROBLEMS[name]()
+    if not isinstance(name, str):
+        raise ConfigError(f"a problem is named by a string, got {type(name).__name__} (register a network problem "
+                          "with problem.register() or pass it where a problem object is accepted)")
     if name.endswith((".json", ".toml")) or Path(name).is_file():
         return load_target(name)
-    raise ConfigError(f"unknown problem {name!r}; valid: {', '.join(PROBLEMS)} or a .json/.toml target file")
+    if is_factory_spec(name):  # pkg.module:factory, a zero-argument callable returning a problem
+        return load_factory(name)
+    raise ConfigError(f"unknown problem {name!r}; valid: {', '.join(PROBLEMS)}, a .json/.toml target file or "
+                      "pkg.module:factory")
+
+
+_NETWORKS: set = set()  # names registered by register_network (a later network may take such a name over)
+
+
+def register_network(problem, name: str | None = None) -> str:
+    """Register a problem object (e.g. from :func:`from_network`) under ``name`` (default ``problem.name``) for
+    this process, so that cells, sweeps and :func:`sdebench.benchmark` can name it; returns the name. A name of
+    a built-in problem is refused; a name registered by an earlier call is taken over."""
+    name = str(problem.name if name is None else name)
+    if name in PROBLEMS and name not in _NETWORKS:
+        raise ConfigError(f"problem name {name!r} is taken by a built-in problem; pass name='...'")
+    problem.name = name
+    _NETWORKS.add(name)
+    register_problem(name, lambda: problem, getattr(problem, "description", ""))
+    return name
+
+
+def problem_name(problem) -> str:
+    """A problem's name for a cell: a string is returned as is; a problem object is registered
+    (:func:`register_network`) under its name."""
+    return problem if isinstance(problem, str) else register_network(problem)
 
 
 def describe(name: str) -> str:

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .errors import MAX_SEED, ConfigError, check_int
+from .problems import problem_name
 from .run import DEFAULT_METRICS, CellConfig, cell_budget, crn_base_steps, prepare, run_cell
 from .schedules import SCHEDULES
 from .sde import get_sde
@@ -205,7 +206,8 @@ def benchmark(fn: Callable, problems=("gauss1d", "gmm1d"), nfe=None, seeds=(0,),
     NFE below 1 or one the declared cost cannot meet, a bad seed) raises one ConfigError line before any
     cell runs."""
     _check_fn(fn)
-    problems = [str(p) for p in _as_list(problems, "problems")]
+    problems = [problems] if callable(getattr(problems, "model_functions", None)) else problems
+    problems = [problem_name(p) for p in _as_list(problems, "problems")]  # a problem object: registered by name
     nfe_per_step = check_int(nfe_per_step, "nfe_per_step", lo=1)
     if nfe is None:
         nfe = [k * nfe_per_step for k in DEFAULT_STEPS]

@@ -30,7 +30,7 @@ from .metrics.registry import DESCRIPTIONS as METRICS
 from .model import Model
 from .noise import NoiseSource
 from .perturb import check_score_error, perturb_model
-from .problems import get_problem
+from .problems import get_problem, problem_name
 from .problems.labelled import labelled
 from .provenance import __version__, git_commit
 from .schedules import make_grid
@@ -72,6 +72,10 @@ class CellConfig:
     cfg_param: str = "eps"  # CFG combination in 'eps' or 'x0'
     cfg_batched: bool = False  # CFG cond+uncond in one batched call (cost 1) or two calls (cost 2)
     final_denoise: bool = False  # output D(x, t_end), the x0 prediction, as one more model call of the budget
+
+    def __post_init__(self):
+        # a problem object (sdebench.problems.from_network) is registered under its name for this process
+        self.problem = problem_name(self.problem)
 
     def key(self) -> dict:
         """The row's key columns; ``final_denoise`` only when on (cells without it keep their keys)."""
@@ -138,6 +142,8 @@ def prepare(cfg: CellConfig):
     sde = get_sde(cfg.sde, T=cfg.T)
     spec = get_solver(cfg.solver)
     spec.check_sde(sde)
+    if callable(getattr(problem, "check_sde", None)):  # a network problem: the SDE's log-SNR range must fit
+        problem.check_sde(sde)
     options = spec.check_options(cfg.solver_options)
     if cfg.n_samples < 2:
         raise ConfigError(f"samples must be >= 2, got {cfg.n_samples}")

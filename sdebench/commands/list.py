@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sdebench.metrics.registry import METRICS
 from sdebench.problems import PROBLEMS, describe
+from sdebench.problems.network import METRICS_NOTE
 from sdebench.schedules import SCHEDULES
 from sdebench.sde import SDES
 from sdebench.solvers import SOLVERS
@@ -35,6 +36,8 @@ def main(args) -> int:
         print("PROBLEMS")
         for name in PROBLEMS:
             print(f"  {name:26s} {describe(name)}")
+        print(f"  {'pkg.module:factory':26s} your network: a zero-argument factory returning "
+              f"sdebench.problems.from_network(...); {METRICS_NOTE}")
     if w in ("all", "sdes"):
         print("SDES")
         for name, cls in SDES.items():

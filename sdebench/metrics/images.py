@@ -98,7 +98,7 @@ _NULL_CACHE: dict = {}
 def _image_null(problem, n: int, name: str, fn, extra=None) -> dict:
     """``<name>_null`` / ``<name>_null_sd``: mean and sd of ``fn`` on ``NULL_DRAWS`` training subsets of size n
     (subset j uses the generator of seed j), cached per (problem, n, statistic, extra) for the process."""
-    key = (problem.name, len(problem.data.train), n, name, extra)
+    key = (problem.name, id(problem.data.train), len(problem.data.train), n, name, extra)  # a network may reuse a name
     if key not in _NULL_CACHE:
         _NULL_CACHE[key] = [fn(_train_subset(problem, n, j)) for j in range(NULL_DRAWS)]
     return _null_columns(name, _NULL_CACHE[key])
@@ -111,7 +111,8 @@ def image_metrics(problem, x0: torch.Tensor, x_T: torch.Tensor, sde, t_end: floa
         [m for m in cfg.metrics if m in IMAGE_METRICS]
     x = x0.double().cpu()
     n = len(x)
-    test = problem.data.test.reshape(len(problem.data.test), -1).double()
+    data = getattr(problem, "data", None)  # a network problem may have none (only path_err and png apply)
+    test = None if data is None else data.test.reshape(len(data.test), -1).double()
     row: dict = {}
     if "fd" in wanted:
         if problem.classifier is None:
@@ -147,8 +148,25 @@ def image_metric(ctx, name: str) -> dict:
                              replace(ctx.cfg, metrics=(name,)))
 
 
-def _image_only(ctx):
-    return True if ctx.is_image else "needs an image problem"
+def image_data_applies(ctx):
+    """Rule of the metrics judged against an image problem's data (sliced_w2 on images, fd): a network problem
+    built without data (sdebench.problems.from_network) has none."""
+    if not ctx.is_image:
+        return "needs an image problem"
+    return True if getattr(ctx.problem, "data", None) is not None else "needs data (from_network(..., data=...))"
+
+
+def _fd_applies(ctx):
+    ok = image_data_applies(ctx)
+    if ok is not True:
+        return ok
+    return True if getattr(ctx.problem, "classifier", None) is not None else "needs a feature classifier"
+
+
+def _png_applies(ctx):
+    if not ctx.is_image:
+        return "needs an image problem"
+    return True if len(getattr(ctx.problem, "shape", ())) == 3 else "needs samples of shape (C, H, W)"
 
 
 ORDER = 50  # position of this family in the registry (sdebench list)
@@ -157,12 +175,13 @@ ORDER = 50  # position of this family in the registry (sdebench list)
 def _register() -> None:
     register_metric(Metric("fd", "image problems: Frechet distance in a small classifier's features vs the held-out "
                            "split", "Frechet distance (classifier features)", lambda ctx: image_metric(ctx, "fd"),
-                           applies=_image_only, has_null=True, problems="image problems", stage=IMAGE,
+                           applies=_fd_applies, has_null=True, problems="image problems", stage=IMAGE,
                            default_when=lambda ctx: ctx.is_image))
     register_metric(Metric("sliced_w2_data", "image problems: sliced W2 in pixel space vs the held-out split (64 "
                            "fixed directions, empirical 1-D laws)", "sliced W2 vs held-out data",
-                           lambda ctx: image_metric(ctx, "sliced_w2_data"), applies=_image_only, has_null=True,
-                           problems="image problems", stage=IMAGE, default_when=lambda ctx: ctx.is_image))
+                           lambda ctx: image_metric(ctx, "sliced_w2_data"), applies=image_data_applies,
+                           has_null=True, problems="image problems (networks: with data)", stage=IMAGE,
+                           default_when=lambda ctx: ctx.is_image))
     register_metric(Metric("png", "image problems: save a PNG grid of 64 samples under $SDEBENCH_GRID_DIR (default "
-                           "runs/grids/)", "PNG grid", lambda ctx: image_metric(ctx, "png"), applies=_image_only,
+                           "runs/grids/)", "PNG grid", lambda ctx: image_metric(ctx, "png"), applies=_png_applies,
                            exact=True, problems="image problems", stage=IMAGE))
