@@ -165,7 +165,9 @@ def test_applies_rules_read_solver_capabilities(solver, options, exact, density)
     assert (METRICS["w2_exact"].check(ctx) is True) == exact == spec.affine(opts)
     assert spec.deterministic(opts) == density
     assert METRICS["kl"].check(ctx) is True  # density (ODE) or KDE (d <= 2)
-    assert METRICS["path_err"].check(ctx) == "needs an image problem or a guided cell"
+    # path_err: any deterministic solver (run only when asked for on unguided analytic cells)
+    assert (METRICS["path_err"].check(ctx) is True) == density
+    assert density or METRICS["path_err"].check(ctx) == "needs a deterministic solver"
     assert [m.name for m in R.wanted_metrics(ctx)] == [
         "w1", "w2", "sliced_w2", "emd_w2"] + (["w2_exact", "kl_exact", "tv_exact"] if exact else []) + ["kl", "tv",
                                                                                                       "mmd"]
