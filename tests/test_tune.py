@@ -197,6 +197,16 @@ def test_klub_closed_form_matches_monte_carlo():
     assert val == pytest.approx(mc, rel=0.03)
 
 
+def test_klub_bounds_the_exact_kl_of_ancestral_sampling():
+    """ddim with eta = 1 freezes the denoiser and integrates the rest exactly: its output KL <= the KLUB."""
+    obj = Objective("gauss-aniso16", "vp", "ddim", 6, "kl_exact", 16, options={"eta": 1.0})
+    param = LambdaGrid(obj.sde, obj.steps, obj.t_end)
+    for name in ("uniform", "logsnr", "edm", "quadratic"):
+        g = make_grid(obj.sde, obj.steps, obj.t_end, name)
+        kl = obj.mean(g, [0])
+        assert 0 < kl <= klub(obj.problem, param, g), name
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------
 TUNE = ["tune", "--problem", "gauss-aniso16", "--solver", "heun", "--nfe", "6", "--samples", "16"]
 
