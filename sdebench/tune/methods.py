@@ -56,7 +56,7 @@ def _log(v: float) -> float:
 
 
 def lambda_gradient(obj: Objective, param: LambdaGrid, lam: torch.Tensor, seeds, rel_h: float = 1e-3):
-    """(log f, d log f / d lambda_i) at the interior points, by central differences of f through the solver's
+    """(f, d log f / d lambda_i) at the interior points, by central differences of log f through the solver's
     own code (f = mean objective over ``seeds``); h_i = rel_h times the smaller neighbouring gap."""
     f0 = obj.mean(param.grid_of_lambdas(lam), seeds)
     g = torch.zeros(len(lam) - 2, dtype=torch.float64)
@@ -68,11 +68,11 @@ def lambda_gradient(obj: Objective, param: LambdaGrid, lam: torch.Tensor, seeds,
         fu = obj.mean(param.grid_of_lambdas(up), seeds)
         fd = obj.mean(param.grid_of_lambdas(dn), seeds)
         g[i - 1] = (_log(fu) - _log(fd)) / (2 * h)
-    return _log(f0), g
+    return f0, g
 
 
 def logit_gradient(obj: Objective, param: LambdaGrid, z: torch.Tensor, seeds, rel_h: float = 1e-3):
-    """(log f, d log f / dz): the lambda-gradient chained through the softmax parametrization by autograd."""
+    """(f, d log f / dz): the lambda-gradient chained through the softmax parametrization by autograd."""
     zz = z.detach().clone().requires_grad_(True)
     lam = param.lambdas(zz)
     f0, g_lam = lambda_gradient(obj, param, lam.detach(), seeds, rel_h)
@@ -111,8 +111,7 @@ def gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget:
     init_value = best_value = math.inf
     best_z, best_g, history = z0.clone(), None, []
     while obj.evals - start + per_iter <= budget:
-        f, g = logit_gradient(obj, param, z, seeds)
-        value = math.exp(f) if math.isfinite(f) else math.inf
+        value, g = logit_gradient(obj, param, z, seeds)
         if not history:
             init_value = value
         if value < best_value and bool(torch.isfinite(g).all()):
