@@ -112,6 +112,13 @@ def test_tuning_never_returns_a_worse_grid_than_its_initialization(method, budge
         assert t[0].item() == 1.0 and t[-1].item() == 1e-3 and bool((t[1:] < t[:-1]).all())
 
 
+def test_dp_candidates_coinciding_with_the_initial_grid():
+    """logsnr at 8 steps lies on the uniform-in-lambda candidates (16): equal up to rounding, they once gave a
+    zero-length step and a crash; the initial points are kept exactly and the near-duplicates dropped."""
+    rec = tune(**{**GAUSS, "nfe": 8}, method="dp", samples=16, budget=10, init="logsnr", candidates=16, proxy=False)
+    assert rec["method_details"]["candidates"] == 17 and rec["value"]["tune"] <= rec["init"]["tune"]
+
+
 def test_gradient_beats_the_best_handcrafted_grid_on_a_gaussian():
     rec = tune(**GAUSS, method="gradient", samples=16, budget=120, proxy=False)
     best = min(v["tune"] for v in rec["handcrafted"].values())

@@ -195,6 +195,16 @@ def _reference_states(obj: Objective, times: torch.Tensor, seeds, rtol: float) -
     return out
 
 
+def _candidates(param: LambdaGrid, z0: torch.Tensor, candidates: int) -> torch.Tensor:
+    """Candidate lambdas, increasing: the initial grid's (exactly, so the DP can return it) and ``candidates`` + 1
+    uniform ones, less those within 1e-8 of the range from an initial one (they would give equal times)."""
+    init = param.lambdas(z0).detach()
+    lam_c = torch.linspace(param.lam_T, param.lam_end, candidates + 1, dtype=torch.float64)
+    tol = 1e-8 * abs(param.lam_end - param.lam_T)
+    far = (lam_c[:, None] - init[None, :]).abs().min(1).values > tol
+    return torch.sort(torch.cat([init, lam_c[far]])).values
+
+
 def dp(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, candidates: int = 64,
        rtol: float = 1e-9) -> TuneResult:
     if not obj.deterministic:
@@ -204,8 +214,7 @@ def dp(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, candidates: i
     start = obj.evals
     init_grid = param.grid(z0)
     init_value = obj.mean(init_grid, seeds)
-    lam_c = torch.linspace(param.lam_T, param.lam_end, candidates + 1, dtype=torch.float64)
-    lam_all = torch.unique(torch.cat([lam_c, param.lambdas(z0).detach()]))  # sorted increasing, with the init grid
+    lam_all = _candidates(param, z0, candidates)
     times = param.grid_of_lambdas(lam_all)
     K = len(times) - 1
     refs = _reference_states(obj, times, seeds, rtol)
@@ -217,7 +226,10 @@ def dp(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, candidates: i
         for i in range(K):
             for j in range(i + 1, K + 1):
                 g = torch.stack([times[i], times[j]])
-                x = obj.spec.sample(model, refs[i].clone(), g, obj.sde, None, nfe=nfe1, **obj.options)
+                try:
+                    x = obj.spec.sample(model, refs[i].clone(), g, obj.sde, None, nfe=nfe1, **obj.options)
+                except ConfigError:  # a step the solver refuses (two times equal in float64): not a candidate
+                    continue
                 solves += 1
                 err = float((x - refs[j]).pow(2).sum(1).mean().sqrt())
                 cost[i, j] = err if math.isfinite(err) else math.inf
