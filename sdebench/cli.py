@@ -14,7 +14,7 @@ import sys
 from .errors import ConfigError
 
 # subcommand modules under sdebench.commands, in the order `sdebench --help` lists them
-COMMANDS = ["run", "list", "sweep", "results", "plot", "report", "train", "validate", "orders"]
+COMMANDS = ["run", "list", "sweep", "results", "plot", "report", "train", "validate", "orders", "tune"]
 
 
 class _Parser(argparse.ArgumentParser):

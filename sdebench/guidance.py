@@ -224,9 +224,10 @@ def class_mass_columns(problem, sde, cfg, x_out: torch.Tensor, t_end: float) -> 
 
 def path_err_columns(problem, sde, cfg, x_T: torch.Tensor, x_out: torch.Tensor, t_end: float) -> dict:
     """(b) ``path_err`` (RMS of |x - x_ref|), ``path_err_med``, ``path_err_max`` and ``ref_nfe`` of a
-    deterministic solver against the dopri5 solve of the guided probability-flow ODE from the same x_T."""
+    deterministic solver against the dopri5 solve of the guided probability-flow ODE from the same x_T
+    (the plain probability-flow ODE for an unguided cell)."""
     guidance = getattr(cfg, "guidance", "none")
-    c = int(cfg.class_label)
+    c = None if getattr(cfg, "class_label", None) is None else int(cfg.class_label)
     x_out = x_out.to(torch.float64).cpu()
     row: dict = {}
     key = (cfg.problem, repr(sde), guidance, float(cfg.scale), c, cfg.seed, cfg.n_samples, cfg.init,

@@ -33,7 +33,7 @@ from .perturb import check_score_error, perturb_model
 from .problems import get_problem, problem_name
 from .problems.labelled import labelled
 from .provenance import __version__, git_commit
-from .schedules import make_grid
+from .schedules import check_grid_solver, make_grid
 from .sde import get_sde
 from .solvers import get_solver
 from .stats import at_floor
@@ -162,6 +162,7 @@ def prepare(cfg: CellConfig):
     if not isinstance(cfg.final_denoise, bool):
         raise ConfigError(f"final_denoise must be true or false, got {cfg.final_denoise!r}")
     steps = spec.steps_for_nfe(cell_budget(cfg, spec))
+    check_grid_solver(cfg.schedule, spec.name, cfg.nfe)  # a file: grid tuned for another solver or NFE
     grid = make_grid(sde, steps, t_end, cfg.schedule)
     check_metrics(cfg.metrics)
     return problem, sde, spec, steps, grid, options, t_end

@@ -24,6 +24,8 @@ A sweep file (see ``sweeps/quick.toml``)::
     name = "ddim"
     options = { eta = 0.5 }
     label = "ddim-eta0.5"
+    # schedule = "file:grid.json"      # optional: this solver's own grid (a `sdebench tune` output) instead
+                                       # of the file's schedules
 
 Every (problem, sde, solver, schedule, nfe, scale, seed) combination is one cell. :func:`expand` is the one
 function that turns a request (a :class:`Sweep`, parsed from a TOML file by :func:`parse_sweep` or built
@@ -74,6 +76,7 @@ class SolverEntry:
     name: str
     options: dict = field(default_factory=dict)
     label: str = ""
+    schedule: str = ""  # this solver's own schedule (e.g. file:grid.json), replacing the sweep's schedules
 
     def display(self) -> str:
         if self.label:
@@ -146,7 +149,7 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
         get_problem(p)
     for s in self.sdes:
         get_sde(s, T=self.T)
-    for s in self.schedules:
+    for s in self.schedules + [e.schedule for e in self.solvers if e.schedule]:
         get_schedule(s)
     specs = {e.name: get_solver(e.name) for e in self.solvers}
     for e in self.solvers:
@@ -162,19 +165,22 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
         for sde in self.sdes:
             for schedule in self.schedules:
                 for entry in self.solvers:
+                    if entry.schedule and schedule != self.schedules[0]:
+                        continue  # a solver with its own grid runs once, in the place of the first schedule
+                    sched = entry.schedule or schedule
                     spec = specs[entry.name]
                     nfes = []
                     ctx = None  # (sde object, t_end) once one NFE passed the full validation
                     for nfe in self.nfe:
-                        cfg = self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None, self.scales[0])
+                        cfg = self._config(problem, sde, sched, entry, nfe, self.seeds[0], None, self.scales[0])
                         try:
                             if ctx is None:
                                 for w in self.scales:  # the guidance checks (scale, class, metrics) per w
                                     _, sde_obj, _, _, _, _, t_end = prepare(
-                                        self._config(problem, sde, schedule, entry, nfe, self.seeds[0], None, w))
+                                        self._config(problem, sde, sched, entry, nfe, self.seeds[0], None, w))
                                 ctx = (sde_obj, t_end)
                             else:  # only the budget and the grid depend on the NFE
-                                make_grid(ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], schedule)
+                                make_grid(ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], sched)
                         except ConfigError as exc:
                             incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
                             if self.skip_incompatible and incompatible:
@@ -190,12 +196,12 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
                     crn = None
                     if self.crn and not spec.adaptive:
                         crn = crn_base_steps([spec.steps_for_nfe(cell_budget(
-                            self._config(problem, sde, schedule, entry, n, self.seeds[0], None, self.scales[0]),
+                            self._config(problem, sde, sched, entry, n, self.seeds[0], None, self.scales[0]),
                             spec)) for n in nfes])
                     for nfe in nfes:
                         for w in self.scales:
                             for seed in self.seeds:
-                                cfg = self._config(problem, sde, schedule, entry, nfe, seed, crn, w)
+                                cfg = self._config(problem, sde, sched, entry, nfe, seed, crn, w)
                                 out.append((cell_key(cfg), cfg, entry.display()))
     return out
 
@@ -284,17 +290,20 @@ def _solvers(data: dict, source: str) -> list[SolverEntry]:
             get_solver(item)
             out.append(SolverEntry(item))
         elif isinstance(item, dict):
-            extra = set(item) - {"name", "options", "label"}
+            extra = set(item) - {"name", "options", "label", "schedule"}
             if "name" not in item or not isinstance(item["name"], str):
                 raise ConfigError(f"{_where(source, 'solvers')} entry {item!r} needs a name")
             if extra:
                 raise ConfigError(f"{_where(source, 'solvers')} entry {item['name']!r} has unknown key(s) "
-                                  f"{sorted(extra)}; valid: name, options, label")
+                                  f"{sorted(extra)}; valid: name, options, label, schedule")
             opts = item.get("options", {})
             if not isinstance(opts, dict):
                 raise ConfigError(f"{_where(source, 'solvers')} entry {item['name']!r}: options must be a table")
             get_solver(item["name"])
-            out.append(SolverEntry(item["name"], dict(opts), str(item.get("label", ""))))
+            sched = item.get("schedule", "")
+            if not isinstance(sched, str):
+                raise ConfigError(f"{_where(source, 'solvers')} entry {item['name']!r}: schedule must be a string")
+            out.append(SolverEntry(item["name"], dict(opts), str(item.get("label", "")), sched))
         else:
             raise ConfigError(f"{_where(source, 'solvers')} entry {item!r} must be a name or a table")
     return out

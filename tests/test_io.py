@@ -50,6 +50,8 @@ COMMANDS = {
     "run": ("file", lambda i, a: RUN + ["--out", a], ".csv", ""),
     "orders": ("file", lambda i, a: ["orders", i["table"], "--bootstrap", "10", "--out", a], ".parquet", ""),
     "results": ("file", lambda i, a: ["results", i["store"], "--out", a], ".csv", ""),
+    "tune": ("file", lambda i, a: ["tune", "--problem", "gauss1d", "--solver", "heun", "--nfe", "4", "--objective",
+                                   "w2_exact", "--method", "dp", "--samples", "16", "--out", a], ".json", ""),
     "validate": ("file", lambda i, a: ["validate", "--quick", "--only", "ddim", "--out", a], ".md", ""),
     "train": ("file", lambda i, a: ["train", "--data", "digits", "--steps", "1", "--out", a], "", ".safetensors"),
     "train-classifier": ("file", lambda i, a: ["train", "--classifier", "--epochs", "1", "--out", a], "",

@@ -52,6 +52,8 @@ def shrink(argv: list[str]) -> list[str] | None:
             argv[i] = ",".join(m for m in argv[i].split(",") if m != "path_err")
     if argv[0] == "validate":
         argv += ["--only", "ddim"]
+    if argv[0] == "tune":  # a smaller evaluation budget (the last --budget wins)
+        argv += ["--budget", "30"]
     return argv
 
 

@@ -46,6 +46,7 @@ def main(args) -> int:
         print("SCHEDULES")
         for name, (_, desc) in SCHEDULES.items():
             print(f"  {name:26s} {desc}")
+        print(f"  {'file:GRID.json':26s} a grid saved by `sdebench tune` (its SDE, solver and NFE only)")
     if w in ("all", "metrics"):
         print("METRICS  (name, exact or estimated with its _se / _null columns: description)")
         for name, m in METRICS.items():
