@@ -85,6 +85,7 @@ def _diffusers():
         import diffusers
     except ImportError:
         raise ConfigError("diffusers: solvers need the diffusers package: pip install 'sdebench[peers]'") from None
+    diffusers.utils.logging.set_verbosity_error()  # its config-change notices would repeat at every build
     return diffusers
 
 
@@ -391,8 +392,12 @@ class DiffusersSpec(SolverSpec):
         memo = self._probe_cache.setdefault("calls", {})
         if steps not in memo:
             table = _Table(_VP, torch.arange(1, 1001, dtype=torch.float64) / 1000)
-            sched = self._build(self.options, table)
-            sched.set_timesteps(steps)
+            try:
+                sched = self._build(self.options, table)
+                sched.set_timesteps(steps)
+            except Exception as exc:
+                raise ConfigError(f"solver {self.name!r} fails to set {steps} steps: "
+                                  f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
             memo[steps] = len(sched.timesteps)
         return memo[steps]
 
@@ -440,11 +445,19 @@ class DiffusersSpec(SolverSpec):
         if key not in self._probe_cache:
             sched, table, sigma_space, calls, _ = self._setup(_VP, 3, opts, _NATIVE)
             patch = _NoisePatch(self.cls)
-            x = torch.zeros(2, 1, dtype=torch.float64)
-            with patch.active():
-                for tau in sched.timesteps:
-                    inp = sched.scale_model_input(x, tau)
-                    x = sched.step(torch.zeros_like(inp), tau, x, **self._step_opts(opts)).prev_sample
+            outs = []
+            for seed in (0, 1):  # noise drawn around randn_tensor (torch's global generator, torchsde) shows here
+                sched = self._setup(_VP, 3, opts, _NATIVE)[0]
+                x = torch.full((2, 1), 0.5, dtype=torch.float64)
+                torch.manual_seed(seed)
+                with patch.active():
+                    for tau in sched.timesteps:
+                        inp = sched.scale_model_input(x, tau)
+                        x = sched.step(torch.zeros_like(inp), tau, x, **self._step_opts(opts)).prev_sample
+                outs.append(x)
+            if patch.draws == 0 and not torch.equal(outs[0], outs[1]):
+                raise ConfigError(f"solver {self.name!r} draws noise outside diffusers' randn_tensor (e.g. a torchsde "
+                                  "Brownian tree), which sdebench cannot seed: not supported")
             self._probe_cache[key] = patch.draws > 0
         return self._probe_cache[key]
 
@@ -460,7 +473,7 @@ class DiffusersSpec(SolverSpec):
         float32 cast of the sample anywhere in the step loses d = 2^-30 (an error of order 1e-9)."""
         outs = []
         d = 2.0**-30
-        for x in (1.0, 1.0 + d):
+        for x in (1e-4, 1e-4 * (1.0 + d)):  # small: clip_sample / thresholding leave it alone
             sched = sched_factory()
             tau = sched.timesteps[0]
             s = torch.full((1, 1), x, dtype=torch.float64)
