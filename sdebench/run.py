@@ -169,8 +169,8 @@ def cell_grid(spec, sde, steps: int, t_end: float, schedule: str, options: dict)
     if grid_for is not None:
         return grid_for(sde, steps, t_end, schedule, options)
     if schedule == "native":
-        raise ConfigError(f"schedule 'native' (a diffusers scheduler's own spacing) is only for diffusers:<Class> "
-                          f"solvers, not {spec.name!r}")
+        raise ConfigError(f"schedule 'native' (a diffusers scheduler's own spacing) applies only to "
+                          f"diffusers:<Class> solvers, not {spec.name!r}")
     return make_grid(sde, steps, t_end, schedule)
 
 

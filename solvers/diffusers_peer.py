@@ -58,6 +58,7 @@ import contextlib
 import inspect
 import math
 import sys
+import warnings
 
 import torch
 
@@ -367,7 +368,7 @@ class DiffusersSpec(SolverSpec):
                 return s, table_, sigma_space, calls, t_fin
         raise ConfigError(f"solver {self.name!r} cannot run on sdebench's {schedule!r} grid (its set_timesteps takes "
                           "no timesteps= and no timestep spacing gives a model call at every grid node, ending at "
-                          "t_end): use --schedule native")
+                          "t_end): it applies only to --schedule native")
 
     def _user_set(self, opts: dict) -> set:
         return {k for k, v in opts.items() if k in self.options and repr(v) != repr(self.options[k])}
@@ -443,14 +444,14 @@ class DiffusersSpec(SolverSpec):
         opts = self.check_options(dict(options or {}))
         key = ("noise",) + self._key(opts)
         if key not in self._probe_cache:
-            sched, table, sigma_space, calls, _ = self._setup(_VP, 3, opts, _NATIVE)
             patch = _NoisePatch(self.cls)
             outs = []
             for seed in (0, 1):  # noise drawn around randn_tensor (torch's global generator, torchsde) shows here
                 sched = self._setup(_VP, 3, opts, _NATIVE)[0]
                 x = torch.full((2, 1), 0.5, dtype=torch.float64)
-                torch.manual_seed(seed)
-                with patch.active():
+                with patch.active(), warnings.catch_warnings(), torch.random.fork_rng():
+                    warnings.simplefilter("ignore")
+                    torch.manual_seed(seed)
                     for tau in sched.timesteps:
                         inp = sched.scale_model_input(x, tau)
                         x = sched.step(torch.zeros_like(inp), tau, x, **self._step_opts(opts)).prev_sample
