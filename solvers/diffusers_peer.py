@@ -64,6 +64,8 @@ import torch
 
 from sdebench.errors import ConfigError, NFEBudgetError
 from sdebench.model import convert
+from sdebench.schedules import make_grid
+from sdebench.sde import get_sde
 
 from .base import FACTORIES, Rule, SolverSpec
 
@@ -422,8 +424,6 @@ class DiffusersSpec(SolverSpec):
 
     def grid_for(self, sde, steps: int, t_end: float, schedule: str, options: dict) -> torch.Tensor:
         """The harness grid: sdebench's schedule (validated against the class), or the native one."""
-        from sdebench.schedules import make_grid  # core module; kept local so the registry loads light
-
         self.check_sde(sde)
         opts = self.check_options(options)
         if schedule != _NATIVE:
@@ -551,8 +551,6 @@ def diffusers_solver(clsname: str) -> DiffusersSpec:
         return _SPECS[clsname]
     cls = _scheduler_class(clsname)
     if _VP is None:
-        from sdebench.sde import get_sde  # core
-
         _VP = get_sde("vp")
     params = inspect.signature(cls.__init__).parameters
     options = {k: p.default for k, p in params.items()

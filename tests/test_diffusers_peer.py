@@ -138,7 +138,7 @@ def test_stochastic_schedulers_use_sdebench_noise(clsname):
     assert all(r["status"] == "ok" for r in rows)
     assert rows[0]["w2"] == rows[1]["w2"] and rows[0]["w2"] != rows[2]["w2"]
     module = sys.modules[spec.cls.__module__]
-    assert module.randn_tensor is getattr(diffusers.utils.torch_utils, "randn_tensor")  # patch removed
+    assert module.randn_tensor is diffusers.utils.torch_utils.randn_tensor  # patch removed
 
 
 def test_clip_sample_is_not_affine():
@@ -160,9 +160,10 @@ def test_unipc_float64_default_dtype():
         sch = diffusers.UniPCMultistepScheduler()
         sch.set_timesteps(10)
         y = torch.zeros(4, 1, dtype=torch.float64)
-        with pytest.raises(RuntimeError, match="dtype"):
-            for t in sch.timesteps:
-                y = sch.step(torch.zeros_like(y), t, y).prev_sample
+        if diffusers.__version__.startswith("0.42."):  # measured on 0.42.1; a later release may fix it
+            with pytest.raises(RuntimeError, match="dtype"):
+                for t in sch.timesteps:
+                    y = sch.step(torch.zeros_like(y), t, y).prev_sample
         row = run_cell(CellConfig(problem="gauss1d", solver="diffusers:UniPCMultistepScheduler", nfe=10,
                                   schedule="native", n_samples=50, metrics=("w2_exact",)))
         assert row["status"] == "ok", row.get("error")
