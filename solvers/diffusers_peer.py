@@ -326,10 +326,11 @@ class DiffusersSpec(SolverSpec):
         set_here = [k for k in SPACING_OPTIONS if k in opts and k in self._user_set(opts)]
         if set_here:
             raise ConfigError(f"solver {self.name!r} option {set_here[0]}={opts[set_here[0]]!r} sets the scheduler's "
-                              f"own spacing: use it with --schedule native (schedule {schedule!r} is sdebench's grid)")
+                              f"own spacing: it applies only to --schedule native (schedule {schedule!r} is "
+                              "sdebench's grid)")
         if opts.get("final_sigmas_type") == "zero" and "final_sigmas_type" in self._user_set(opts):
             raise ConfigError(f"solver {self.name!r} option final_sigmas_type='zero' ends at sigma = 0, not at the "
-                              f"grid's t_end: use it with --schedule native")
+                              "grid's t_end: it applies only to --schedule native")
         if grid is None:
             raise ValueError("grid mode needs the grid")
         g = grid.to(torch.float64).flip(0)  # t_end = g_0 < ... < g_S = T
@@ -379,6 +380,9 @@ class DiffusersSpec(SolverSpec):
         sigma_space = self._is_sigma_space(sched)
         calls = [table.t_of(tau) for tau in self._calls(sched)]
         t_fin = self._final_t(sde, sched, table, sigma_space)
+        near = float(table.tt[(table.tt - t_fin).abs().argmin()])
+        if abs(t_fin - near) <= 1e-6 * near:
+            t_fin = near  # a table node, recovered from float32 sigma: snap to the exact time
         # float64 sigmas where they are the table's values rounded to float32
         sig = getattr(sched, "sigmas", None)
         if isinstance(sig, torch.Tensor) and sig.dtype == torch.float32 and sig.dim() == 1:
