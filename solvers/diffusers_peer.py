@@ -24,7 +24,9 @@ starts from x_T * sqrt(sigma_0^2 + 1) and its output is divided by sqrt(sigma_la
   t_end is that time and the output is judged against p_{t_end}. x_T is drawn from p_T at T = 1 and handed
   to the scheduler at its first timestep, as a diffusers pipeline does (``leading`` spacing starts below
   T: timestep 900 at 10 steps, t = 0.901; that mismatch is part of what the row measures). The harness
-  grid is T followed by the times of the scheduler's later model calls and its final time.
+  grid is T followed by the scheduler's later levels (the times of its sigmas, or of its timesteps where it
+  has no sigmas) and its final time; the model is asked at t(timestep), which differs from the level where
+  the scheduler rounds its timesteps (use_karras_sigmas, use_lu_lambdas).
 * any sdebench schedule (uniform, logsnr, edm, quadratic): the grid T = g_S > ... > g_0 = t_end itself
   becomes the training table (N = S + 1, tt[j] = g_j) and the scheduler is asked for the timesteps
   S, S - 1, ..., 1 (``set_timesteps(timesteps=...)`` where the class takes custom timesteps; otherwise the
@@ -269,7 +271,9 @@ class DiffusersSpec(SolverSpec):
         config.update(overrides)
         config["num_train_timesteps"] = len(table.tt)
         config["trained_betas"] = table.betas.tolist()
-        sched = self.cls(**config)
+        with warnings.catch_warnings():  # deprecation notices (algorithm_type="dpmsolver") at every build
+            warnings.simplefilter("ignore", FutureWarning)
+            sched = self.cls(**config)
         # float64 tables (diffusers builds them in float32 from trained_betas)
         sched.betas = table.betas.clone()
         sched.alphas = 1.0 - table.betas
@@ -435,7 +439,18 @@ class DiffusersSpec(SolverSpec):
             self._setup(sde, steps, opts, schedule, grid=grid)
             return grid
         sched, table, sigma_space, calls, t_fin = self._setup(sde, steps, opts, _NATIVE)
-        distinct = [c for i, c in enumerate(calls) if i == 0 or c != calls[i - 1]]
+        sig = getattr(sched, "sigmas", None)
+        if isinstance(sig, torch.Tensor) and sig.numel() == len(sched.timesteps) + 1:
+            # the levels the scheduler integrates between (its sigmas); the model may be asked at other
+            # times (use_lu_lambdas / use_karras_sigmas round the timesteps: several steps can share one)
+            levels = []
+            for v in sig[:-1].tolist():
+                t = _sigma_to_t(sde, float(v))
+                near = float(table.tt[(table.tt - t).abs().argmin()])
+                levels.append(near if abs(t - near) <= 1e-6 * near else t)
+        else:
+            levels = calls
+        distinct = [c for i, c in enumerate(levels) if i == 0 or c != levels[i - 1]]
         times = [float(sde.T)] + distinct[1:] + [t_fin]
         grid = torch.tensor(times, dtype=torch.float64)
         if not bool((grid[1:] < grid[:-1]).all()):
@@ -514,7 +529,11 @@ def _adapter(spec: DiffusersSpec):
         def factory():
             return spec._setup(sde, steps, opts, mode, grid=grid)[0]
 
-        sched, table, sigma_space, calls, t_fin = spec._setup(sde, steps, opts, mode, grid=grid)
+        try:
+            sched, table, sigma_space, calls, t_fin = spec._setup(sde, steps, opts, mode, grid=grid)
+        except ConfigError as exc:  # prepare validated the grid: a refusal here is an inconsistency, not bad input
+            raise RuntimeError(f"{spec.name}: the grid passed by the harness is neither native nor runnable: {exc}") \
+                from None
         spec.last_dtype = spec._sample_dtype(factory, opts)
         pred = opts.get("prediction_type", "epsilon")
         sample = x
