@@ -33,17 +33,18 @@ from .solvers import get_solver
 __all__ = ["load", "nfe_table", "same_grid_table", "anomalies", "write_peers_report", "SAME_METHOD", "main"]
 
 NFES = (5, 10, 20, 50)
+LOF = "< 15 steps"  # diffusers' lower_order_final rule, applied to sdebench's option per step count
 # diffusers label -> (scheduler options, sdebench solver, its options) of the same method
 SAME_METHOD = {
     "DDIM (rec: no clip, trailing)": ({"clip_sample": False, "timestep_spacing": "trailing"}, "ddim", {}),
-    "DPM++2M (default)": ({}, "dpm-solver++2m", {"lower_order_final": True}),
-    "DPM++2M Karras": ({"use_karras_sigmas": True}, "dpm-solver++2m", {"lower_order_final": True}),
-    "DPM++2M Lu lambdas": ({"use_lu_lambdas": True}, "dpm-solver++2m", {"lower_order_final": True}),
-    "DPM++2M sigma_min end": ({"final_sigmas_type": "sigma_min"}, "dpm-solver++2m", {"lower_order_final": True}),
+    "DPM++2M (default)": ({}, "dpm-solver++2m", {"lower_order_final": LOF}),
+    "DPM++2M Karras": ({"use_karras_sigmas": True}, "dpm-solver++2m", {"lower_order_final": LOF}),
+    "DPM++2M Lu lambdas": ({"use_lu_lambdas": True}, "dpm-solver++2m", {"lower_order_final": LOF}),
+    "DPM++2M sigma_min end": ({"final_sigmas_type": "sigma_min"}, "dpm-solver++2m", {"lower_order_final": LOF}),
     "DPM++3M (rec: order 3, unconditional)": ({"solver_order": 3}, "dpm-solver++3m",
-                                              {"lower_order_final": True, "coeff": "reference"}),
-    "UniPC-2 (default)": ({}, "unipc", {"order": 2, "lower_order_final": True}),
-    "UniPC-3 (rec: order 3)": ({"solver_order": 3}, "unipc", {"order": 3, "lower_order_final": True}),
+                                              {"lower_order_final": LOF, "coeff": "reference"}),
+    "UniPC-2 (default)": ({}, "unipc", {"order": 2, "lower_order_final": "< 15 steps"}),
+    "UniPC-3 (rec: order 3)": ({"solver_order": 3}, "unipc", {"order": 3, "lower_order_final": "< 15 steps"}),
     "Euler (default)": ({}, "ddim", {}),
 }
 DPM = "diffusers:DPMSolverMultistepScheduler"
@@ -117,9 +118,13 @@ def same_grid_table() -> tuple[str, dict]:
         spec = get_solver(f"diffusers:{cls}")
         cells = []
         for n in NFES:
-            grid = spec.grid_for(s, spec.steps_for_nfe(n), 1e-3, "native", dopts)
+            steps = spec.steps_for_nfe(n)
+            grid = spec.grid_for(s, steps, 1e-3, "native", dopts)
             a = _exact_w2(spec, grid, dopts)
-            b = _exact_w2(get_solver(own), grid, oopts)
+            o = dict(oopts)
+            if "lower_order_final" in o:  # diffusers lowers the last steps' order only below 15 steps
+                o["lower_order_final"] = steps < 15
+            b = _exact_w2(get_solver(own), grid, o)
             data[(lab, n)] = (a, b)
             cells.append(f"{_fmt(a)} / {_fmt(b)}")
         shown = own + ("[" + ",".join(f"{k}={v}" for k, v in oopts.items()) + "]" if oopts else "")
@@ -193,7 +198,7 @@ def anomalies(df: pd.DataFrame, same: dict) -> str:
     ka = {n: same.get(("DPM++2M Karras", n), (math.nan, math.nan)) for n in NFES}
     dup = _lu_duplicates(50)
     sm = {n: _val(df, "DPM++2M sigma_min end", "native", n) for n in NFES}
-    sm_own = {n: same.get(("DPM++2M sigma_min end", n), (math.nan, math.nan))[1] for n in NFES}
+    sm_own = _sigma_min_lof()
     s3 = {k: _slope(df, k, "logsnr") for k in ("DPM++3M (rec: order 3, unconditional)", "sdebench dpm-solver++3m",
                                                   "sdebench dpm-solver++3m (reference coeff)",
                                                   "sdebench dpm-solver++2m")}
@@ -204,6 +209,7 @@ def anomalies(df: pd.DataFrame, same: dict) -> str:
     f32 = sorted({(r["label"].split(" (")[0], r["solver_dtype"]) for _, r in df.iterrows()
                   if isinstance(r.get("solver_dtype"), str) and r["solver_dtype"] != "float64"})
     dd = same.get(("DPM++2M (default)", 10), (math.nan, math.nan))
+    heun = _heun_series()
     out = [
         "| # | anomaly | measured (exact W2 on gauss1d unless stated) | cause |",
         "|---|---|---|---|",
@@ -236,33 +242,62 @@ def anomalies(df: pd.DataFrame, same: dict) -> str:
         + " / ".join(_fmt(v) for v in clip.values())
         + " | `clip_sample=True` clamps the x0 prediction to [-1, 1] (image data); gauss1d has mean 1.5. Not "
           "affine, so no exact law: sampled W2 (2000 samples would not change it: the error is the clamp) |",
-        f"| 6 | 'leading' spacing starts below T | DDIM (clip off) at NFE 10: leading {_fmt(lead[0])}, trailing "
-        f"{_fmt(lead[1])} | x_T ~ p_T (T = 1) is handed over at timestep 900 (t = 0.901) by `leading`, "
-        "`trailing` starts at 999 (Lin et al. 2023) |",
+        f"| 6 | 'leading' spacing starts below T (checked: harmless here) | DDIM (clip off) at NFE 10: leading "
+        f"{_fmt(lead[0])}, trailing {_fmt(lead[1])}; W2(p_1, p_0.901) = {_fmt(lead[2])} | x_T ~ p_T (T = 1) is "
+        "handed over at timestep 900 (t = 0.901) by `leading` (DDIM's and DDPM's default), `trailing` starts at 999 "
+        "(Lin et al. 2023). On this VP SDE p_1 and p_0.901 are both close to N(0, 1), so the mismatch is small next "
+        "to the discretization error; trailing's extra first interval does not pay off at 10 steps |",
         "| 7 | `final_sigmas_type='sigma_min'` with DPM++2M is not monotone in NFE | "
         + ", ".join(f"NFE {n}: {_fmt(v)}" for n, v in sm.items())
-        + "; sdebench's dpm-solver++2m with lower_order_final on the same grid: "
-        + ", ".join(f"{_fmt(v)}" for v in sm_own.values())
-        + " | `lower_order_final` only acts below 15 steps: from 15 steps on the last step (t 2/N-ish -> 1e-3, a "
-          "jump of several units of lambda after steps of a fraction of one) is a second-order multistep step whose "
-          "extrapolation over that step ratio amplifies the error |",
+        + "; sdebench's dpm-solver++2m on the same grid with diffusers' rule (table below): equal; with "
+          "lower_order_final at every step count: " + ", ".join(f"{_fmt(v)}" for v in sm_own.values())
+        + " | diffusers' `lower_order_final` only acts below 15 steps. With `final_sigmas_type='sigma_min'` the "
+          "last step of linspace spacing (t = 2/N-ish of the run -> 1e-3) spans several units of lambda after "
+          "steps of a fraction of one; from 15 steps on it is a second-order multistep step whose extrapolation "
+          "over that step ratio amplifies the error (with the default 'zero' end the last step is always first "
+          "order, so the default is spared) |",
         "| 8 | Schedulers force float32 | " + ", ".join(f"{a}: {b}" for a, b in f32)
         + " | DPM-Solver / Euler-type `step` casts the sample to float32 (\"upcast\" comment): agreement with "
           "sdebench at float32 level only (measured 1.6e-7 .. 6e-7 for DPM++2M, tests/test_diffusers_peer.py) |",
-        "| 9 | Heun / KDPM2 make 2 steps - 1 model calls | NFE 10, 20, 50 unreachable | `HeunDiscreteScheduler` "
-        "calls the model 2S - 1 times for S steps (first-order last step): only odd budgets |",
+        "| 9 | Heun makes 2 steps - 1 model calls, and its 3-step run is far off | NFE 10, 20, 50 unreachable; "
+        "native default at NFE 5, 9, 19, 49: " + ", ".join(_fmt(v) for v in heun[0])
+        + " (Euler with the same steps: " + ", ".join(_fmt(v) for v in heun[1]) + ") | `HeunDiscreteScheduler` "
+        "calls the model 2S - 1 times for S steps (its last step, to sigma = 0, is Euler): only odd budgets. At "
+        "3 steps the first step spans sigma 152 -> 3.4 (linspace puts timestep 499.5 at t = 0.5): the trapezoid's "
+        "predictor overshoots there; from 10 steps on it converges at second order (slope 19 -> 49 above) |",
     ]
     return "\n".join(out) + "\n"
 
 
-def _leading_vs_trailing() -> tuple[float, float]:
+def _sigma_min_lof() -> dict:
+    """sdebench's dpm-solver++2m with lower_order_final at every step count, on DPM++2M's sigma_min grid."""
+    _, s, _, _, _ = _gauss1d()
+    spec, own = get_solver(DPM), get_solver("dpm-solver++2m")
+    o = {"final_sigmas_type": "sigma_min"}
+    return {n: _exact_w2(own, spec.grid_for(s, n, 1e-3, "native", o), {"lower_order_final": True}) for n in NFES}
+
+
+def _heun_series() -> tuple[list, list]:
+    _, s, _, _, _ = _gauss1d()
+    heun, euler = get_solver("diffusers:HeunDiscreteScheduler"), get_solver("diffusers:EulerDiscreteScheduler")
+    a, b = [], []
+    for n in (5, 9, 19, 49):
+        steps = heun.steps_for_nfe(n)
+        a.append(_exact_w2(heun, heun.grid_for(s, steps, 1e-3, "native", {}), {}))
+        b.append(_exact_w2(euler, euler.grid_for(s, steps, 1e-3, "native", {}), {}))
+    return a, b
+
+
+def _leading_vs_trailing() -> tuple[float, float, float]:
     _, s, _, _, _ = _gauss1d()
     spec = get_solver("diffusers:DDIMScheduler")
     out = []
     for sp in ("leading", "trailing"):
         o = {"clip_sample": False, "timestep_spacing": sp}
         out.append(_exact_w2(spec, spec.grid_for(s, 10, 1e-3, "native", o), o))
-    return out[0], out[1]
+    prob = get_problem("gauss1d")
+    a, b = prob.marginal(1.0, s), prob.marginal(0.901, s)
+    return out[0], out[1], w2(a.means[0], a.covs[0], b.means[0], b.covs[0])
 
 
 def figure(df: pd.DataFrame, path: Path) -> Path:
