@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .exact import output_gaussian
@@ -29,6 +29,9 @@ from .model import Model
 from .problems import get_problem
 from .sde import get_sde
 from .solvers import get_solver
+
+if TYPE_CHECKING:  # pandas loads when a report is written (tests/test_startup.py)
+    import pandas as pd
 
 __all__ = ["load", "nfe_table", "same_grid_table", "anomalies", "write_peers_report", "SAME_METHOD", "main"]
 
@@ -58,6 +61,8 @@ def load(store) -> pd.DataFrame:
             df = read_table(root / name)
             break
     else:
+        import pandas as pd
+
         return pd.DataFrame()
     df = df[df["status"] == "ok"].copy()
     if "label" not in df.columns:
@@ -364,6 +369,8 @@ def figure(df: pd.DataFrame, path: Path) -> Path:
 def write_peers_report(analytic, digits, out) -> Path:
     out = Path(out)
     frames = [load(analytic), load(digits)]
+    import pandas as pd
+
     df = pd.concat([f for f in frames if len(f)], ignore_index=True)
     fig = figure(df, out.parent / "peers" / "error_vs_nfe.png")
     same_md, same = same_grid_table()
