@@ -38,8 +38,8 @@ from .sde import get_sde
 from .solvers import get_solver
 from .stats import at_floor
 
-__all__ = ["CellConfig", "run_cell", "prepare", "DEFAULT_METRICS", "METRICS", "crn_base_steps", "cell_budget",
-           "FinalDenoise", "NULL_DRAWS", "null_draws"]
+__all__ = ["CellConfig", "run_cell", "prepare", "cell_grid", "DEFAULT_METRICS", "METRICS", "crn_base_steps",
+           "cell_budget", "FinalDenoise", "NULL_DRAWS", "null_draws"]
 
 # METRICS (metric name -> one-line description) is a live read-only view of the registry
 # (sdebench.metrics.registry), which also defines DEFAULT_METRICS (the metrics declared default, in registry order)
@@ -163,9 +163,22 @@ def prepare(cfg: CellConfig):
         raise ConfigError(f"final_denoise must be true or false, got {cfg.final_denoise!r}")
     steps = spec.steps_for_nfe(cell_budget(cfg, spec))
     check_grid_solver(cfg.schedule, spec.name, cfg.nfe)  # a file: grid tuned for another solver or NFE
-    grid = make_grid(sde, steps, t_end, cfg.schedule)
+    grid = cell_grid(spec, sde, steps, t_end, cfg.schedule, options)
+    t_end = float(grid[-1])  # where the solve ends (a diffusers scheduler's own schedule may end at t = 0)
     check_metrics(cfg.metrics)
     return problem, sde, spec, steps, grid, options, t_end
+
+
+def cell_grid(spec, sde, steps: int, t_end: float, schedule: str, options: dict):
+    """The solver's grid: ``make_grid``, or the spec's own ``grid_for`` (diffusers schedulers: sdebench's
+    schedule checked against the class, or ``native``, the scheduler's own spacing)."""
+    grid_for = getattr(spec, "grid_for", None)
+    if grid_for is not None:
+        return grid_for(sde, steps, t_end, schedule, options)
+    if schedule == "native":
+        raise ConfigError(f"schedule 'native' (a diffusers scheduler's own spacing) applies only to "
+                          f"diffusers:<Class> solvers, not {spec.name!r}")
+    return make_grid(sde, steps, t_end, schedule)
 
 
 def _model(problem, sde, cfg: CellConfig) -> Model:
@@ -240,6 +253,7 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
             torch.cuda.synchronize()
         row["wall_s"] = time.perf_counter() - t0
         row["nfe"] = model.nfe
+        row.update(getattr(spec, "row_columns", dict)())  # e.g. solver_dtype of a diffusers scheduler
         if not bool(torch.isfinite(x0).all()):
             row.update(status="diverged", error="sampler produced non-finite values")
             return row

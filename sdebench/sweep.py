@@ -56,8 +56,8 @@ from .metrics.registry import DEFAULT_METRICS, METRICS
 from .perturb import check_score_error
 from .problems import get_problem
 from .problems.presets import PRESETS
-from .run import CellConfig, cell_budget, crn_base_steps, prepare
-from .schedules import get_schedule, make_grid
+from .run import CellConfig, cell_budget, cell_grid, crn_base_steps, prepare
+from .schedules import get_schedule
 from .sde import get_sde
 from .solvers import SOLVERS, get_solver
 
@@ -150,7 +150,8 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
     for s in self.sdes:
         get_sde(s, T=self.T)
     for s in self.schedules + [e.schedule for e in self.solvers if e.schedule]:
-        get_schedule(s)
+        if s != "native":  # a diffusers scheduler's own spacing (run.cell_grid)
+            get_schedule(s)
     specs = {e.name: get_solver(e.name) for e in self.solvers}
     for e in self.solvers:
         specs[e.name].check_options(e.options)
@@ -180,7 +181,8 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
                                         self._config(problem, sde, sched, entry, nfe, self.seeds[0], None, w))
                                 ctx = (sde_obj, t_end)
                             else:  # only the budget and the grid depend on the NFE
-                                make_grid(ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], sched)
+                                cell_grid(spec, ctx[0], spec.steps_for_nfe(cell_budget(cfg, spec)), ctx[1], sched,
+                                          entry.options)
                         except ConfigError as exc:
                             incompatible = isinstance(exc, NFEBudgetError) or "applies only to" in str(exc)
                             if self.skip_incompatible and incompatible:
@@ -194,7 +196,7 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
                     if not nfes:
                         continue
                     crn = None
-                    if self.crn and not spec.adaptive:
+                    if self.crn and not spec.adaptive and sched != "native":
                         crn = crn_base_steps([spec.steps_for_nfe(cell_budget(
                             self._config(problem, sde, sched, entry, n, self.seeds[0], None, self.scales[0]),
                             spec)) for n in nfes])

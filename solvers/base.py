@@ -36,9 +36,12 @@ import torch
 
 from sdebench.errors import ConfigError, NFEBudgetError
 
-__all__ = ["SolverSpec", "Rule", "register", "SOLVERS", "get_solver", "check_grid", "ORDER_CHECKS"]
+__all__ = ["SolverSpec", "Rule", "register", "SOLVERS", "get_solver", "check_grid", "ORDER_CHECKS", "FACTORIES"]
 
 SOLVERS: dict[str, SolverSpec] = {}
+# solver families named "<prefix>:<name>" and built on demand (not listed in SOLVERS): prefix -> factory(name)
+# returning a SolverSpec, e.g. "diffusers" -> solvers/diffusers_peer.py
+FACTORIES: dict[str, Callable[[str], SolverSpec]] = {}
 
 # How a solver's declared ``order`` is verified (tests/test_registry_orders.py reads this per solver)
 ORDER_CHECKS = {
@@ -347,6 +350,10 @@ def register(
 def get_solver(name: str) -> SolverSpec:
     # the built-in modules and plugins are registered by sdebench/solvers/__init__.py (its _load_all), which
     # always runs before this module can be reached
+    prefix, sep, rest = str(name).partition(":")
+    if name not in SOLVERS and sep and prefix in FACTORIES:
+        return FACTORIES[prefix](rest)
     if name not in SOLVERS:
-        raise ConfigError(f"unknown solver {name!r}; valid: {', '.join(sorted(SOLVERS))}")
+        more = "".join(f", {p}:<name>" for p in sorted(FACTORIES))
+        raise ConfigError(f"unknown solver {name!r}; valid: {', '.join(sorted(SOLVERS))}{more}")
     return SOLVERS[name]

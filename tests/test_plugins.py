@@ -22,6 +22,7 @@ import pytest
 import sdebench.plugins as plugins
 from sdebench.run import CellConfig, run_cell
 from sdebench.solvers import MODULES, SOLVERS
+from sdebench.solvers.base import FACTORIES
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = "sdebench-demo-plugin"
@@ -114,6 +115,7 @@ def test_solver_modules_are_discovered_not_listed():
     on_disk = sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem != "base")
     assert list(MODULES) == on_disk and len(on_disk) >= 10
     owners = {spec.fn.__module__ for spec in SOLVERS.values()}
+    owners |= {f.__module__ for f in FACTORIES.values()}  # "<prefix>:<name>" families (diffusers_peer)
     assert {f"sdebench.solvers.{m}" for m in MODULES} <= owners
 
 

@@ -59,7 +59,8 @@ def add_common_cell_args(p):
     p.add_argument("--problem", required=True, help="preset name (see `sdebench list`) or a .json/.toml target file")
     p.add_argument("--sde", default="vp", help="forward SDE (default vp)")
     p.add_argument("--schedule", default="uniform",
-                   help="time grid: uniform, logsnr, edm, quadratic, or file:GRID.json (a `sdebench tune` output)")
+                   help="time grid: uniform, logsnr, edm, quadratic, file:GRID.json (a `sdebench tune` output), or "
+                        "native (a diffusers: solver's own spacing)")
     p.add_argument("--t-end", default=None, help="final time (default: the SDE's, 1e-3 for VP)")
     p.add_argument("--T", default=None, help="horizon T (default: the SDE's)")
     p.add_argument("--init", default="exact", help="exact (x_T ~ p_T) or prior (the SDE's prior)")
