@@ -138,6 +138,7 @@ def prepare(cfg: CellConfig):
     sde = get_sde(cfg.sde, T=cfg.T)
     spec = get_solver(cfg.solver)
     spec.check_sde(sde)
+    spec.check_schedule(cfg.schedule)
     options = spec.check_options(cfg.solver_options)
     if cfg.n_samples < 2:
         raise ConfigError(f"samples must be >= 2, got {cfg.n_samples}")

@@ -12,7 +12,7 @@ from sdebench.errors import ConfigError
 from sdebench.sweep import cell_key, config_from_dict, config_to_dict, load_sweep, parse_sweep
 
 BASE = {"name": "t", "out": "unused", "problems": ["gauss1d"], "nfe": [4, 8], "seeds": 2, "samples": 64,
-        "metrics": ["w2_exact", "kl_exact"], "solvers": ["em", "heun"]}
+        "metrics": ["w2_exact", "kl_exact", "w2"], "solvers": ["em", "heun"]}
 
 
 def sweep(**over):
@@ -64,7 +64,7 @@ def test_solver_tables_options_and_labels():
 def test_metrics_by_problem_override():
     s = sweep(problems=["gauss1d", "gmm2d-ring8"], metrics_by_problem={"gmm2d-ring8": ["sliced_w2"]})
     got = {c.problem: c.metrics for _, c, _ in s.cells()}
-    assert got == {"gauss1d": ("w2_exact", "kl_exact"), "gmm2d-ring8": ("sliced_w2",)}
+    assert got == {"gauss1d": ("w2_exact", "kl_exact", "w2"), "gmm2d-ring8": ("sliced_w2",)}
 
 
 @pytest.mark.parametrize("over, needle", [
