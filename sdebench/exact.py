@@ -13,7 +13,8 @@ work, 4-5 s per cell at NFE 1000 on gauss-aniso16. :func:`output_gaussian` compu
 reverse-mode differentiation (:func:`noise_cov_grad`): d rows x_T = m_T, each drawing its own noise as
 leaf tensors that require grad, one backward pass of sum_i out[i, i]; row i of each leaf's gradient is
 row i of G restricted to that draw (rows are independent), so G G^T = sum over draws of grad grad^T,
-O(NFE d^2) work. A solver whose code breaks the autograd graph falls back to the probe
+O(NFE d^2) work; for a stochastic solver the mean and A come from the same pass (2d + 1 rows, one forward and
+one backward pass in all). A solver whose code breaks the autograd graph falls back to the probe
 (``method="probe"`` forces it; tests check the two agree to rounding for every affine solver).
 
 Output law: N(A m_T + b, A P_T A^T + G G^T) for x_T ~ N(m_T, P_T). Exact up to rounding, in any
@@ -68,6 +69,33 @@ def noise_cov_grad(spec, make_model, sde, grid, m_T, nfe=None, options=None, bas
     return cov
 
 
+def _law_one_pass(spec, make_model, sde, grid, m_T, P_T, nfe, options, base_grid):
+    """Mean, A and G G^T from a single forward pass of 2d + 1 rows (m_T, m_T + e_i, then d rows m_T for the
+    backward pass) and one backward pass; None where the graph does not reach the noise."""
+    d = m_T.numel()
+    x = m_T.expand(2 * d + 1, d).clone()
+    x[1:d + 1] += torch.eye(d, dtype=torch.float64)
+    noise = GradNoise(2 * d + 1, (d,), base_grid=base_grid)
+    try:
+        with torch.enable_grad():
+            out = spec.sample(make_model(), x, grid, sde, noise, nfe=nfe, **options)
+            leaves = list(noise.leaves.values())
+            if leaves and not out.requires_grad:
+                return None
+            grads = torch.autograd.grad(out[d + 1:].diagonal().sum(), leaves, allow_unused=True) if leaves else []
+    except RuntimeError:
+        return None
+    out = out.detach()
+    mean = out[0]
+    A = (out[1:d + 1] - mean).T
+    cov = A @ P_T @ A.T
+    for g in grads:
+        if g is not None:
+            g = g[d + 1:].reshape(d, -1).to(torch.float64)
+            cov = cov + g @ g.T
+    return mean, 0.5 * (cov + cov.T)
+
+
 def output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=None, options=None, base_grid=None,
                     method: str = "grad"):
     """Mean and covariance (float64) of ``spec``'s output started from N(m_T, P_T) on ``grid``.
@@ -85,6 +113,10 @@ def output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=None, options=Non
     m_T = torch.as_tensor(m_T, dtype=torch.float64).reshape(-1)
     P_T = torch.as_tensor(P_T, dtype=torch.float64)
     d = m_T.numel()
+    if method == "grad" and not spec.deterministic(options):
+        law = _law_one_pass(spec, make_model, sde, grid, m_T, P_T, nfe, options, base_grid)
+        if law is not None:
+            return law
     x = m_T.expand(d + 1, d).clone()
     x[1:] += torch.eye(d, dtype=torch.float64)
     counting = CountingNoise(0, d + 1, (d,), base_grid=base_grid)

@@ -132,6 +132,7 @@ class Sweep:
     skipped: list = field(default_factory=list)  # (problem, sde, solver, nfe, reason) left out by skip_incompatible
     blocks: list = field(default_factory=list)  # sub-sweeps ([[blocks]]); empty: this sweep is the one block
     seed_dedup: int = 0  # cells left out of the last expansion because their metrics are seed-independent
+    block_of: dict = field(default_factory=dict)  # cell key -> name of the first block that has it (last expansion)
 
     def cells(self) -> list[tuple[str, CellConfig, str]]:
         """Expand into ``(key, CellConfig, label)`` triples (see :func:`expand`)."""
@@ -184,15 +185,16 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
     its blocks' cells, in block order, each cell once."""
 
     if request.blocks:
-        out, seen = [], set()
+        out, seen = [], {}
         request.skipped, request.seed_dedup = [], 0
         for b in request.blocks:
             for cell in expand(b):
                 if cell[0] not in seen:
-                    seen.add(cell[0])
+                    seen[cell[0]] = b.description
                     out.append(cell)
             request.skipped.extend(b.skipped)
             request.seed_dedup += b.seed_dedup
+        request.block_of = seen
         return out
     self = request
     for p in self.problems:

@@ -115,10 +115,24 @@ def test_load_sweep_file_errors(tmp_path):
 
 
 def test_shipped_sweep_files_expand():
+    from sdebench.problems.presets import PRESETS
+    from sdebench.solvers import SOLVERS
+
     quick = load_sweep("sweeps/quick.toml")
     assert 100 <= len(quick.cells()) <= 1000
     paper = load_sweep("sweeps/paper.toml")
-    assert paper.skip_incompatible and max(paper.nfe) >= 1000 and len(paper.seeds) == 5
+    cells = paper.cells()
+    assert paper.skip_incompatible and min(paper.nfe) <= 4 and max(paper.nfe) >= 1000
+    assert {5, 10, 20, 50} <= {c.nfe for _, c, _ in cells}  # the leaderboard's budgets
+    # every fixed-step solver on every analytic target, SDE and schedule (torchsde back-ends: uniform grids only)
+    fixed = {n for n, s in SOLVERS.items() if not s.adaptive}
+    assert {c.solver for _, c, _ in cells} == fixed
+    assert {c.problem for _, c, _ in cells} == set(PRESETS)
+    assert {c.sde for _, c, _ in cells} == {"vp", "ve", "edm"}
+    assert {c.schedule for _, c, _ in cells} == {"uniform", "logsnr", "edm", "quadratic"}
+    assert {c.schedule for _, c, _ in cells if c.solver.startswith("torchsde")} == {"uniform"}
+    assert not any("emd_w2" in c.metrics for _, c, _ in cells)
+    assert {c.final_denoise for _, c, _ in cells} == {False, True} and len({c.t_end for _, c, _ in cells}) == 2
 
 
 def test_cli_sweep_end_to_end_resume_and_results(tmp_path, capsys):

@@ -53,9 +53,15 @@ def main(args) -> int:
           f"{len(sweep.schedules)} schedules x {len(sweep.nfe)} NFE"
           + (f" x {len(sweep.scales)} guidance scales" if len(sweep.scales) > 1 else "")
           + f" x {len(sweep.seeds)} seeds"
-          + (f", {len(sweep.skipped)} incompatible solver/SDE/NFE combinations left out" if sweep.skipped else "")
+          + (f", {len(sweep.skipped)} incompatible solver/SDE/schedule/NFE combinations left out"
+             if sweep.skipped else "")
+          + (f", {sweep.seed_dedup} seed repeats of seed-independent cells left out" if sweep.seed_dedup else "")
           + f") -> {out}")
     if args.dry_run:
+        from sdebench.cost import describe
+
+        for line in describe(sweep, cells, workers=args.workers):
+            print(line)
         return 0
     store = Store(out)
     store.write_manifest(sweep.name, [k for k, _, _ in cells], sweep.skipped, source=str(args.file),
