@@ -152,3 +152,22 @@ def test_run_sets_torch_threads_as_workers_do(capsys):
         assert "--threads" in err and err.count("\n") == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_dry_run_prints_cells_and_estimated_cost_per_block(capsys):
+    assert cli(["sweep", "sweeps/quick.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "block 'gaussian':" in out and "block 'mixtures':" in out
+    assert "estimated cost:" in out and "min on 2 idle cores" in out
+
+
+def test_cell_cost_grows_with_nfe_and_samples():
+    from sdebench.cost import cell_cost
+
+    def c(problem, nfe, n=500, solver="em"):
+        return cell_cost(CellConfig(problem=problem, solver=solver, nfe=nfe, n_samples=n), "sde")
+
+    assert c("gauss-aniso16", 1000) > c("gauss-aniso16", 10) > 0
+    assert c("gmm2d-close", 100, n=2000) > c("gmm2d-close", 100, n=500)
+    assert c("gauss1d", 100, n=2000) == c("gauss1d", 100, n=64)  # exact law: independent of the batch
+    assert c("my-target.json", 10) > 0  # unknown problems get the default guess
