@@ -132,6 +132,7 @@ class Sweep:
     skipped: list = field(default_factory=list)  # (problem, sde, solver, nfe, reason) left out by skip_incompatible
     blocks: list = field(default_factory=list)  # sub-sweeps ([[blocks]]); empty: this sweep is the one block
     seed_dedup: int = 0  # cells left out of the last expansion because their metrics are seed-independent
+    dedup_seeds: bool = True  # run seed-independent cells for the first seed only (`sdebench run`: every seed asked)
     block_of: dict = field(default_factory=dict)  # cell key -> name of the first block that has it (last expansion)
 
     def cells(self) -> list[tuple[str, CellConfig, str]]:
@@ -250,7 +251,7 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
                             spec)) for n in nfes])
                     metrics = self.metrics_for(problem, entry)
                     seeds = self.seeds
-                    if len(seeds) > 1 and self.metrics_w0 is None and all(
+                    if self.dedup_seeds and len(seeds) > 1 and self.metrics_w0 is None and all(
                             seed_independent(m, problem) for m in metrics):
                         seeds = seeds[:1]
                         self.seed_dedup += (len(self.seeds) - 1) * len(nfes) * len(self.scales)

@@ -171,3 +171,11 @@ def test_cell_cost_grows_with_nfe_and_samples():
     assert c("gmm2d-close", 100, n=2000) > c("gmm2d-close", 100, n=500)
     assert c("gauss1d", 100, n=2000) == c("gauss1d", 100, n=64)  # exact law: independent of the batch
     assert c("my-target.json", 10) > 0  # unknown problems get the default guess
+
+
+def test_run_keeps_every_seed_it_is_asked_for(capsys):
+    """`sdebench run --seeds` is an explicit request: no seed deduplication there."""
+    assert cli(["run", "--problem", "gauss1d", "--solver", "euler", "--nfe", "4", "--samples", "16",
+                "--metrics", "w2_exact", "--seeds", "0,1,2"]) == 0
+    table = capsys.readouterr().out
+    assert " 3 " in table.splitlines()[1]  # the seeds column counts 3

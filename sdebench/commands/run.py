@@ -136,7 +136,7 @@ def request(args):
                  crn=not args.no_crn, final_denoise=bool(getattr(args, "final_denoise", False)),
                  score_error=score_error, guidance=guided["guidance"], scales=[guided["scale"]],
                  class_label=guided["class_label"], cfg_param=guided["cfg_param"],
-                 cfg_batched=guided["cfg_batched"], wrap_errors=False)
+                 cfg_batched=guided["cfg_batched"], wrap_errors=False, dedup_seeds=False)
 
 
 def build_cells(args) -> list:
