@@ -12,6 +12,8 @@ metrics branch's weak_err, strong_err and path_err on analytic targets) are not 
 
 from __future__ import annotations
 
+from .solvers import get_solver
+
 __all__ = ["COEFFS", "PROFILE", "cell_cost", "describe"]
 
 # machine and sample of the fit (docs/performance.md)
@@ -66,8 +68,6 @@ DASK_PER_CELL = 0.024
 def describe(sweep, cells, workers: int | None = None) -> list[str]:
     """Lines for ``--dry-run``: per block (a sweep without blocks is one), its cells and estimated cost, then
     the total as wall time on ``workers`` cores (default 2, the study's budget machine)."""
-    from .solvers import get_solver
-
     w = workers or 2
     names = [b.description for b in sweep.blocks] if sweep.blocks else [sweep.name]
     per: dict = {n: [0, 0.0] for n in names}

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # metrics read it, the runner applies it)
     ("guidance", ["sdebench.guidance"]),
     ("metrics", ["sdebench.metrics"]),
-    ("runner", ["sdebench.run", "sdebench.sweep", "sdebench.store", "sdebench.distributed",
+    ("runner", ["sdebench.run", "sdebench.sweep", "sdebench.store", "sdebench.distributed", "sdebench.cost",
                 "sdebench.byos", "sdebench.verify"]),
     ("analysis", ["sdebench.plot", "sdebench.report", "sdebench.validate", "sdebench.guidance_report"]),
     ("training", ["sdebench.training"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from sdebench.cost import describe
 from sdebench.distributed import execute
 from sdebench.errors import ConfigError
 from sdebench.io import check_output_dir, write_table
@@ -58,8 +59,6 @@ def main(args) -> int:
           + (f", {sweep.seed_dedup} seed repeats of seed-independent cells left out" if sweep.seed_dedup else "")
           + f") -> {out}")
     if args.dry_run:
-        from sdebench.cost import describe
-
         for line in describe(sweep, cells, workers=args.workers):
             print(line)
         return 0
@@ -96,7 +95,7 @@ def main(args) -> int:
     print(f"wrote {len(df)} rows to {store.root / 'results.parquet'} and results.csv")
     from sdebench.report import is_guided
 
-    if (df.get("status") == "ok").any() and not is_guided(df):  # guided rows: see the report's w tables
+    if len(df) and (df.get("status") == "ok").any() and not is_guided(df):  # guided rows: see the report's w tables
         from sdebench.report import summary_text
 
         print(summary_text(df))
