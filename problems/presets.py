@@ -18,6 +18,10 @@ DESCRIPTIONS = {
     "gmm2d-ring8": "8 equal modes on a circle of radius 4, std 0.3",
     "gmm2d-imbalanced": "weights 0.95/0.05, modes (-2.5,-2.5) and (2.5,2.5), std 0.5",
     "gmm-d32": "5 modes in 32-d, random means (seed 32), diagonal stds in [0.5, 1]",
+    "gmm2d-close": "3 overlapping 2-D modes (about 2 component stds apart), correlated covariances: score "
+                   "curvature matters",
+    "gmm-d32-close": "4 overlapping modes in 32-d (1.6-1.8 component stds apart, seed 3232), diagonal stds in "
+                     "[0.8, 1.2]",
 }
 
 
@@ -74,6 +78,26 @@ def gmm_d32() -> GaussianMixture:
                            description=DESCRIPTIONS["gmm-d32"])
 
 
+def gmm2d_close() -> GaussianMixture:
+    """Three modes 1.85 to 2.2 component stds apart (Mahalanobis, pairwise mean covariance): no low-density gap
+    between them, so the score bends (its Jacobian changes sign pattern) inside the bulk of the data instead of in
+    empty space."""
+    mu = [[-0.8, 0.0], [0.8, 0.0], [0.0, 1.2]]
+    covs = [[[0.6, 0.2], [0.2, 0.5]], [[0.5, -0.2], [-0.2, 0.6]], [[0.7, 0.0], [0.0, 0.4]]]
+    return GaussianMixture([0.45, 0.35, 0.2], mu, covs, name="gmm2d-close", description=DESCRIPTIONS["gmm2d-close"])
+
+
+def gmm_d32_close() -> GaussianMixture:
+    """Four modes in 32-d whose means are 1.6 to 1.8 component stds apart (seed 3232)."""
+    d, K = 32, 4
+    g = torch.Generator().manual_seed(3232)
+    mu = 1.5 * torch.randn(K, d, generator=g, dtype=torch.float64) / math.sqrt(2.0 * d)
+    std = 0.8 + 0.4 * torch.rand(K, d, generator=g, dtype=torch.float64)
+    w = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    return GaussianMixture(w, mu, torch.diag_embed(std**2), name="gmm-d32-close",
+                           description=DESCRIPTIONS["gmm-d32-close"])
+
+
 PRESETS = {
     "gauss1d": gauss1d,
     "gauss-aniso16": gauss_aniso16,
@@ -81,6 +105,8 @@ PRESETS = {
     "gmm2d-ring8": gmm2d_ring8,
     "gmm2d-imbalanced": gmm2d_imbalanced,
     "gmm-d32": gmm_d32,
+    "gmm2d-close": gmm2d_close,
+    "gmm-d32-close": gmm_d32_close,
 }
 
 # discovered by sdebench.problems: name -> (builder, description); ORDER places this module in listings

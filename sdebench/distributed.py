@@ -10,8 +10,10 @@ Because the worker task writes its own cell file (atomically, see :mod:`sdebench
 returns, a worker killed mid-sweep loses only the cell it was computing; Dask reschedules that cell on
 another worker. A cell whose run ends in an exception or in a row with status ``error`` is retried up to
 ``retries`` more times, then recorded (by the client) as a row with status ``error``, its message and
-the number of attempts. Cells on a CUDA device are submitted with ``resources={"GPU": 1}``, so on a
-cluster whose GPU workers were started with ``--resources GPU=1`` they go only to those workers.
+the number of attempts. A ConfigError (a deterministic refusal of the config: the same input fails
+the same way every time) is never retried: the task writes its error row (attempts 1) and returns.
+Cells on a CUDA device are submitted with ``resources={"GPU": 1}``, so on a cluster whose GPU workers
+were started with ``--resources GPU=1`` they go only to those workers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from .run import _versions, run_cell
 from .store import Store
 from .sweep import config_from_dict, config_to_dict
 
-__all__ = ["CellFailed", "run_and_store", "execute", "error_row"]
+__all__ = ["CellFailed", "run_and_store", "execute", "error_row", "WORKER_THREADS"]
+
+WORKER_THREADS = 1  # torch intra-op threads of a sweep worker (and the default of `sdebench run --threads`)
 
 
 class CellFailed(RuntimeError):
@@ -32,15 +36,22 @@ class CellFailed(RuntimeError):
 
 
 def run_and_store(cfg_dict: dict, key: str, store_root: str, label: str, sweep: str) -> tuple[str, str]:
-    """The worker task: run one cell, write its file, return (key, status). Raises on status 'error'.
+    """The worker task: run one cell, write its file, return (key, status). Raises on status 'error'
+    (so that the cell is retried), except for a ConfigError, which is written at once and never retried.
 
-    Torch runs single-threaded inside a task: a sweep's parallelism is across cells, and intra-op threads
-    competing with the other workers make the small tensor operations of a cell 10-20x slower."""
+    Torch runs single-threaded inside a task (:data:`WORKER_THREADS`): a sweep's parallelism is across
+    cells, and intra-op threads competing with the other workers make the small tensor operations of a
+    cell 10-20x slower."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(WORKER_THREADS)
 
-    row = run_cell(config_from_dict(cfg_dict), raise_config_errors=False)
+    try:
+        row = run_cell(config_from_dict(cfg_dict), raise_config_errors=True)
+    except ConfigError as exc:  # deterministic: retrying gives the same error
+        Store(store_root).write(key, cfg_dict, error_row(cfg_dict, str(exc).splitlines()[0][:500], 1),
+                                label=label, sweep=sweep)
+        return key, "error"
     if row.get("status") == "error":
         raise CellFailed(row.get("error") or "cell failed without a message")
     Store(store_root).write(key, cfg_dict, row, label=label, sweep=sweep)

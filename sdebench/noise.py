@@ -24,7 +24,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "BLOCK", "GENERATORS", "counter_normal"]
+__all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "GradNoise", "BLOCK", "GENERATORS", "counter_normal"]
 
 BLOCK = 256
 
@@ -252,3 +252,19 @@ class ProbeNoise(NoiseSource):
         rows = torch.arange(k * self.D, (k + 1) * self.D, device=self.device)
         out[rows, torch.arange(self.D, device=self.device)] = 1.0
         return out.reshape((self.n, *self.event_shape))
+
+
+class GradNoise(NoiseSource):
+    """Zero draws that are leaf tensors requiring grad, one per key (the same key returns a fresh copy of
+    the same leaf): d(output)/d(leaf) is the noise-to-output map (:func:`sdebench.exact.noise_cov_grad`)."""
+
+    def __init__(self, n: int, event_shape, dtype=torch.float64, device="cpu", base_grid=None):
+        super().__init__(0, n, event_shape, dtype, device, base_grid)
+        self.leaves: dict = {}
+
+    def standard_normal(self, key: tuple) -> torch.Tensor:
+        leaf = self.leaves.get(key)
+        if leaf is None:
+            leaf = self.leaves[key] = torch.zeros((self.n, *self.event_shape), dtype=self.dtype,
+                                                  device=self.device, requires_grad=True)
+        return leaf.clone()  # callers scale draws in place

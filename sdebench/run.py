@@ -144,6 +144,7 @@ def prepare(cfg: CellConfig):
     spec.check_sde(sde)
     if callable(getattr(problem, "check_sde", None)):  # a network problem: the SDE's log-SNR range must fit
         problem.check_sde(sde)
+    spec.check_schedule(cfg.schedule)
     options = spec.check_options(cfg.solver_options)
     if cfg.n_samples < 2:
         raise ConfigError(f"samples must be >= 2, got {cfg.n_samples}")

@@ -27,6 +27,19 @@ A sweep file (see ``sweeps/quick.toml``)::
     # schedule = "file:grid.json"      # optional: this solver's own grid (a `sdebench tune` output) instead
                                        # of the file's schedules
 
+Metrics by solver kind: ``metrics`` and each ``metrics_by_problem`` value may be a table
+``{ ode = [...], sde = [...] }`` instead of a list (the kind is ``SolverSpec.kind_for(options)``; a kind
+the table leaves out gets the top-level ``metrics``). ``exclude = ["name", ...]`` removes solvers (after
+"all" is expanded).
+
+Blocks: ``[[blocks]]`` tables, each a sub-sweep whose keys override the top-level ones (``name`` labels the
+block; ``out`` and nested ``blocks`` are not allowed). The file's cells are the union of its blocks' cells
+(a cell in two blocks runs once); without blocks the file is one block. ``sdebench sweep --dry-run``
+prints each block's cell count and estimated cost (:mod:`sdebench.cost`).
+
+Seeds: a cell whose every metric is seed-independent (:func:`seed_independent`: the exact-law metrics, whose
+value is the same for every seed) runs for the first seed only.
+
 Every (problem, sde, solver, schedule, nfe, scale, seed) combination is one cell. :func:`expand` is the one
 function that turns a request (a :class:`Sweep`, parsed from a TOML file by :func:`parse_sweep` or built
 from the ``sdebench run`` flags) into cells. Names are validated when
@@ -65,7 +78,8 @@ __all__ = ["Sweep", "SolverEntry", "expand", "load_sweep", "parse_sweep", "cell_
            "config_from_dict", "KEY_LENGTH"]
 
 KEY_LENGTH = 20
-_TOP_KEYS = {"name", "out", "problems", "sdes", "schedules", "nfe", "seeds", "samples", "metrics", "solvers",
+_TOP_KEYS = {"blocks", "exclude",
+             "name", "out", "problems", "sdes", "schedules", "nfe", "seeds", "samples", "metrics", "solvers",
              "t_end", "T", "init", "dtype", "device", "reference", "crn", "skip_incompatible", "description",
              "metrics_by_problem", "final_denoise", "guidance", "scales", "class_label", "cfg_param",
              "cfg_batched", "metrics_w0", "score_error", "gaussian_analogue"}
@@ -119,13 +133,27 @@ class Sweep:
     gaussian_analogue: bool = False  # report: add the exact Gaussian analogue of a guided sweep
     wrap_errors: bool = True  # prefix expansion errors with the sweep and cell (False: `sdebench run`)
     skipped: list = field(default_factory=list)  # (problem, sde, solver, nfe, reason) left out by skip_incompatible
+    blocks: list = field(default_factory=list)  # sub-sweeps ([[blocks]]); empty: this sweep is the one block
+    seed_dedup: int = 0  # cells left out of the last expansion because their metrics are seed-independent
+    dedup_seeds: bool = True  # run seed-independent cells for the first seed only (`sdebench run`: every seed asked)
+    block_of: dict = field(default_factory=dict)  # cell key -> name of the first block that has it (last expansion)
 
     def cells(self) -> list[tuple[str, CellConfig, str]]:
         """Expand into ``(key, CellConfig, label)`` triples (see :func:`expand`)."""
         return expand(self)
 
+    def metrics_for(self, problem: str, entry: SolverEntry) -> tuple:
+        """The metrics of a (problem, solver) pair: ``metrics_by_problem`` or ``metrics``, by solver kind."""
+        kind = get_solver(entry.name).kind_for(entry.options)
+        ms = self.metrics_by_problem.get(problem, self.metrics)
+        if isinstance(ms, dict):
+            ms = ms.get(kind, self.metrics)
+        if isinstance(ms, dict):
+            ms = ms.get(kind, DEFAULT_METRICS)
+        return tuple(ms)
+
     def _config(self, problem, sde, schedule, entry, nfe, seed, crn, scale=0.0) -> CellConfig:
-        metrics = self.metrics_by_problem.get(problem, self.metrics)
+        metrics = self.metrics_for(problem, entry)
         if self.metrics_w0 is not None and float(scale) == 0:
             metrics = self.metrics_w0
         return CellConfig(problem=problem, sde=sde, solver=entry.name, nfe=nfe, seed=seed, n_samples=self.samples,
@@ -139,11 +167,34 @@ class Sweep:
         return self.guidance != "none"
 
 
+def seed_independent(metric: str, problem: str) -> bool:
+    """True when the metric's value on ``problem`` is the same for every seed: the registry's
+    ``Metric.seed_independent``, a bool or a rule on the problem (w2_exact and kl_exact always; tv_exact
+    in 1-D only, where it is exact: in d > 1 it is a Monte Carlo estimate seeded by the cell)."""
+    flag = getattr(METRICS.get(metric), "seed_independent", None)
+    if callable(flag):  # decided per problem (tv_exact: exact in 1-D only)
+        return bool(flag(get_problem(problem)))
+    return bool(flag)
+
+
 def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
     """The cells of a request (a sweep file's or ``sdebench run``'s) as ``(key, CellConfig, label)``
     triples, in the order problem, sde, schedule, solver, nfe, scale, seed; every combination is
-    validated once (a one-line ConfigError names the bad value)."""
+    validated once (a one-line ConfigError names the bad value). A sweep with blocks gives the union of
+    its blocks' cells, in block order, each cell once."""
 
+    if request.blocks:
+        out, seen = [], {}
+        request.skipped, request.seed_dedup = [], 0
+        for b in request.blocks:
+            for cell in expand(b):
+                if cell[0] not in seen:
+                    seen[cell[0]] = b.description
+                    out.append(cell)
+            request.skipped.extend(b.skipped)
+            request.seed_dedup += b.seed_dedup
+        request.block_of = seen
+        return out
     self = request
     for p in self.problems:
         get_problem(p)
@@ -162,6 +213,7 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
 
     out: list[tuple[str, CellConfig, str]] = []
     self.skipped = []
+    self.seed_dedup = 0
     for problem in self.problems:
         for sde in self.sdes:
             for schedule in self.schedules:
@@ -200,9 +252,15 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
                         crn = crn_base_steps([spec.steps_for_nfe(cell_budget(
                             self._config(problem, sde, sched, entry, n, self.seeds[0], None, self.scales[0]),
                             spec)) for n in nfes])
+                    metrics = self.metrics_for(problem, entry)
+                    seeds = self.seeds
+                    if self.dedup_seeds and len(seeds) > 1 and self.metrics_w0 is None and all(
+                            seed_independent(m, problem) for m in metrics):
+                        seeds = seeds[:1]
+                        self.seed_dedup += (len(self.seeds) - 1) * len(nfes) * len(self.scales)
                     for nfe in nfes:
                         for w in self.scales:
-                            for seed in self.seeds:
+                            for seed in seeds:
                                 cfg = self._config(problem, sde, sched, entry, nfe, seed, crn, w)
                                 out.append((cell_key(cfg), cfg, entry.display()))
     return out
@@ -311,12 +369,34 @@ def _solvers(data: dict, source: str) -> list[SolverEntry]:
     return out
 
 
+_KINDS = ("ode", "sde")
+
+
+def _metric_spec(data: dict, key: str, source: str, default=None, where: str | None = None):
+    """A metric list, or a table {ode = [...], sde = [...]} of metric lists by solver kind."""
+    label = key if where is None else f"{where}.{key}"
+    v = data.get(key, default)
+    if isinstance(v, dict):
+        bad = sorted(set(v) - set(_KINDS))
+        if bad or not v:
+            raise ConfigError(f"{_where(source, label)}: a table of metrics by solver kind takes the keys "
+                              f"{', '.join(_KINDS)}, got {sorted(v)!r}")
+        return {k: _metric_spec(v, k, source, where=label) for k in v}
+    ms = tuple(_str_list({key: v}, key, source) if v is not None else _str_list(data, key, source))
+    bad = [m for m in ms if m not in METRICS]
+    if bad:
+        raise ConfigError(f"{_where(source, label)}: unknown metric {bad[0]!r}; valid: {', '.join(METRICS)}")
+    return ms
+
+
 def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     """Build a :class:`Sweep` from the parsed TOML table; every bad value is a one-line ConfigError."""
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"sweep file {source!r}: unknown key(s) {unknown}; valid: {', '.join(sorted(_TOP_KEYS))}")
+    if "blocks" in data:
+        return _parse_blocks(data, source)
     name = data.get("name", Path(source).stem)
     out = data.get("out", f"runs/{name}")  # scratch outputs go under the git-ignored runs/
     if not isinstance(name, str) or not name or not isinstance(out, str) or not out:
@@ -324,21 +404,14 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     problems = _str_list(data, "problems", source)
     if "all" in problems:  # every analytic preset (not the image or labelled problems), plus any others named
         problems = list(dict.fromkeys(list(PRESETS) + [p for p in problems if p != "all"]))
-    metrics = tuple(_str_list(data, "metrics", source, default=list(DEFAULT_METRICS)))
-    bad = [m for m in metrics if m not in METRICS]
-    if bad:
-        raise ConfigError(f"{_where(source, 'metrics')}: unknown metric {bad[0]!r}; valid: {', '.join(METRICS)}")
+    metrics = _metric_spec(data, "metrics", source, default=list(DEFAULT_METRICS))
     mbp = data.get("metrics_by_problem", {})
     if not isinstance(mbp, dict):
         raise ConfigError(f"{_where(source, 'metrics_by_problem')} must be a table problem = [metrics]")
-    mbp = {p: tuple(_str_list(mbp, p, source)) for p in mbp}
-    for p, ms in mbp.items():
+    for p in mbp:
         if p not in problems:
             raise ConfigError(f"{_where(source, 'metrics_by_problem')}: problem {p!r} is not in problems")
-        bad = [m for m in ms if m not in METRICS]
-        if bad:
-            raise ConfigError(f"{_where(source, 'metrics_by_problem')}: unknown metric {bad[0]!r}; "
-                              f"valid: {', '.join(METRICS)}")
+    mbp = {p: _metric_spec(mbp, p, source, where="metrics_by_problem") for p in mbp}
     samples = data.get("samples", 2000)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ConfigError(f"{_where(source, 'samples')} must be an integer >= 2, got {samples!r}")
@@ -354,13 +427,67 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
         sdes=_str_list(data, "sdes", source, default=["vp"]),
         schedules=_str_list(data, "schedules", source, default=["uniform"]),
         nfe=_int_list(data, "nfe", source, lo=1), seeds=_int_list(data, "seeds", source, lo=0, hi=MAX_SEED),
-        samples=samples, metrics=metrics, solvers=_solvers(data, source),
+        samples=samples, metrics=metrics, solvers=_exclude(_solvers(data, source), data, source),
         t_end=_opt_float(data, "t_end", source), T=_opt_float(data, "T", source),
         init=data.get("init", "exact"), dtype=data.get("dtype", "float64"), device=data.get("device", "cpu"),
         reference=data.get("reference", "t_end"), crn=data.get("crn", True),
         skip_incompatible=data.get("skip_incompatible", False), description=str(data.get("description", "")),
         metrics_by_problem=mbp, final_denoise=data.get("final_denoise", False), **guided,
     )
+
+
+def _exclude(entries: list, data: dict, source: str) -> list:
+    ex = data.get("exclude")
+    if ex is None:
+        return entries
+    names = _str_list(data, "exclude", source)
+    for n in names:
+        get_solver(n)
+    out = [e for e in entries if e.name not in names]
+    if not out:
+        raise ConfigError(f"{_where(source, 'exclude')} leaves no solver")
+    return out
+
+
+def _parse_blocks(data: dict, source: str) -> Sweep:
+    """A sweep file with ``[[blocks]]``: each block is the top-level table with the block's keys on top."""
+    blocks = data["blocks"]
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise ConfigError(f"{_where(source, 'blocks')} must be a non-empty array of tables ([[blocks]])")
+    base = {k: v for k, v in data.items() if k != "blocks"}
+    name = base.get("name", Path(source).stem)
+    out = base.get("out", f"runs/{name}")
+    subs, names = [], set()
+    for i, b in enumerate(blocks):
+        bad = sorted({"blocks", "out"} & set(b))
+        if bad:
+            raise ConfigError(f"{_where(source, 'blocks')}[{i}]: key {bad[0]!r} is not allowed in a block")
+        label = str(b.get("name", f"block{i + 1}"))
+        if label in names:
+            raise ConfigError(f"{_where(source, 'blocks')}: block name {label!r} appears twice")
+        names.add(label)
+        merged = {**base, **{k: v for k, v in b.items() if k != "name"}, "name": name, "out": out}
+        if "metrics_by_problem" in merged:  # drop entries for problems this block does not run
+            probs = merged.get("problems", [])
+            probs = list(PRESETS) if probs == "all" or "all" in probs else probs
+            merged["metrics_by_problem"] = {p: v for p, v in merged["metrics_by_problem"].items() if p in probs}
+        try:
+            sub = parse_sweep(merged, source)
+        except ConfigError as exc:
+            raise ConfigError(f"block {label!r}: {exc}") from None
+        sub.description = label
+        subs.append(sub)
+    first = subs[0]
+    top = Sweep(name=name, out=out, problems=list(dict.fromkeys(p for s in subs for p in s.problems)),
+                sdes=list(dict.fromkeys(x for s in subs for x in s.sdes)),
+                schedules=list(dict.fromkeys(x for s in subs for x in s.schedules)),
+                nfe=sorted({x for s in subs for x in s.nfe}), seeds=sorted({x for s in subs for x in s.seeds}),
+                samples=first.samples, metrics=first.metrics,
+                solvers=list({e.display(): e for s in subs for e in s.solvers}.values()),
+                skip_incompatible=first.skip_incompatible, description=str(data.get("description", "")),
+                blocks=subs)
+    top.gaussian_analogue = any(s.gaussian_analogue for s in subs)
+    return top
 
 
 def _guided(data: dict, source: str) -> dict:

@@ -4,7 +4,9 @@
 torchsde runs in reverse time s = T - t (so time increases): the reverse SDE is
 dx = a(s, x) ds + b(s) dW with a(s, x) = -[f(t) x - g(t)^2 score(x, t)], b(s) = g(t), t = T - s; the
 noise is additive, so Ito and Stratonovich coincide (``reversible_heun`` is declared Stratonovich).
-Fixed dt: these back-ends need a grid uniform in t (``schedule=uniform``), h = (T - t_end) / N.
+Fixed dt: these back-ends need a grid uniform in t (``schedule=uniform``), h = (T - t_end) / N; they
+are registered with ``schedules=("uniform",)``, so a cell on another schedule is refused when it is prepared
+(a sweep with ``skip_incompatible`` leaves it out) instead of failing inside the solve.
 To dodge torchsde's extra-step rounding (its loop steps to ``min(t + dt, t1)``; docs/pitfalls.md#torchsde) and
 to hit the grid's times exactly, the SDE is integrated in step units u = s / h with ``ts = [0, N]``
 and ``dt = 1``: drift h a, diffusion sqrt(h) b, all step times exact integers. The Brownian motion is a
@@ -179,7 +181,7 @@ def _rh_nfe(steps, grid=None):
 
 
 @register("torchsde-euler", kind="sde", order=1, strong_order=1.0, nfe_per_step=1, family="back-end (torchsde)",
-          paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)", order_grid="uniform")
+          paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)", order_grid="uniform", schedules=("uniform",))
 def torchsde_euler(model, x, grid, sde, noise):
     """torchsde 'euler' on the reverse SDE (same update as ``em``). Strong order 1, 1 NFE per step.
 
@@ -190,7 +192,7 @@ def torchsde_euler(model, x, grid, sde, noise):
 
 @register("torchsde-milstein", kind="sde", order=1, strong_order=1.0, nfe_per_step=1,
           family="back-end (torchsde)", paper=_TORCHSDE, budget_text="any NFE >= 1 (uniform-in-t grid)",
-          order_grid="uniform")
+          order_grid="uniform", schedules=("uniform",))
 def torchsde_milstein(model, x, grid, sde, noise):
     """torchsde 'milstein' (Ito) on the reverse SDE. Strong order 1, 1 NFE per step.
 
@@ -202,7 +204,7 @@ def torchsde_milstein(model, x, grid, sde, noise):
 
 @register("torchsde-srk", kind="sde", order=2, strong_order=1.5, nfe_per_step=2, family="back-end (torchsde)",
           paper=_TORCHSDE + "; Roessler 2010 (SRA1)", budget_text="multiples of 2 (uniform-in-t grid)",
-          order_grid="uniform")
+          order_grid="uniform", schedules=("uniform",))
 def torchsde_srk(model, x, grid, sde, noise):
     """torchsde 'srk' (Roessler's SRA1 for additive noise). Strong order 1.5, 2 NFE per step.
 
@@ -218,7 +220,7 @@ def torchsde_srk(model, x, grid, sde, noise):
           budget_text="any NFE >= 2 (N steps cost N + 1: one extra drift at the start; uniform-in-t grid)",
           # pre-asymptotic (unstable on the contracting reverse VP SDE) below ~160 steps; weak order 2 on a
           # Gaussian (linear drift) from there on
-          order_grid="uniform", order_nfe=(161, 321, 641), order_gaussian=2)
+          order_grid="uniform", schedules=("uniform",), order_nfe=(161, 321, 641), order_gaussian=2)
 def torchsde_reversible_heun(model, x, grid, sde, noise):
     """torchsde 'reversible_heun' (Kidger et al.). Strong order 1 (additive noise); N + 1 NFE for N steps.
 

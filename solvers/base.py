@@ -81,6 +81,7 @@ class SolverSpec:
     strong_order: float | None = None
     adaptive: bool = False  # NFE chosen by the method (counted, not requested)
     sdes: tuple[str, ...] | None = None  # SDEs it applies to; None = every SDE
+    schedules: tuple[str, ...] | None = None  # schedules (time grids) it applies to; None = every schedule
     steps_for_nfe_fn: Callable[[int], int] | None = None
     nfe_for_steps_fn: Callable[[int, torch.Tensor], int] | None = None
     budget_text: str | None = None
@@ -200,6 +201,13 @@ class SolverSpec:
         if self.sdes is not None and sde.name not in self.sdes:
             raise ConfigError(f"solver {self.name!r} applies only to SDEs {list(self.sdes)}, not {sde.name!r}")
 
+    def check_schedule(self, schedule: str) -> None:
+        """One-line ConfigError for a schedule the solver cannot run on (checked when a cell is prepared,
+        so a sweep with ``skip_incompatible`` leaves the pair out at expansion)."""
+        if self.schedules is not None and schedule not in self.schedules:
+            raise ConfigError(f"solver {self.name!r} applies only to schedules {list(self.schedules)}, "
+                              f"not {schedule!r}")
+
     # ---- the call -----------------------------------------------------------------------------
     def sample(self, model, x, grid, sde, noise=None, nfe: int | None = None, **options) -> torch.Tensor:
         """Run the solver on ``grid`` and check the counted NFE against the declared cost."""
@@ -257,6 +265,7 @@ def register(
     strong_order: float | None = None,
     adaptive: bool = False,
     sdes: tuple[str, ...] | None = None,
+    schedules: tuple[str, ...] | None = None,
     steps_for_nfe: Callable[[int], int] | None = None,
     nfe_for_steps: Callable[[int, torch.Tensor], int] | None = None,
     budget_text: str | None = None,
@@ -318,6 +327,7 @@ def register(
             strong_order=strong_order,
             adaptive=adaptive,
             sdes=sdes,
+            schedules=None if schedules is None else tuple(schedules),
             steps_for_nfe_fn=steps_for_nfe,
             nfe_for_steps_fn=nfe_for_steps,
             budget_text=budget_text,

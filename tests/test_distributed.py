@@ -59,16 +59,55 @@ def test_killed_worker_loses_no_cell_and_no_cell_twice(tmp_path):
     assert sum(result["counts"].values()) == len(cells)
 
 
-def test_bounded_retries_then_error_row(tmp_path):
-    bad = CellConfig(problem="no-such-problem", nfe=4, n_samples=16, metrics=("w2_exact",))
+def test_bounded_retries_then_error_row(tmp_path, monkeypatch):
+    """A failure that may be transient (here a RuntimeError on one cell) is retried, then recorded."""
+    import sdebench.distributed as dist
+
+    flaky = _cells(n_nfe=2, seeds=1)[1]
     good = _cells(n_nfe=1, seeds=1)[0]
+    calls = []
+    real = dist.run_cell
+
+    def run_cell(cfg, **kw):
+        if cfg.nfe == flaky[1].nfe:
+            calls.append(cfg.nfe)
+            raise RuntimeError("worker ran out of memory")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(dist, "run_cell", run_cell)
     store = Store(tmp_path / "s")
-    counts = execute([(cell_key(bad), bad, "em"), good], store, workers=0, retries=2, sweep="r")
-    assert counts == {"error": 1, "ok": 1}
+    counts = execute([flaky, good], store, workers=0, retries=2, sweep="r")
+    assert counts == {"error": 1, "ok": 1} and len(calls) == 3
     df, _ = store.consolidate()
     err = df[df["status"] == "error"].iloc[0]
-    assert "no-such-problem" in err["error"] and err["attempts"] == 3
+    assert "out of memory" in err["error"] and err["attempts"] == 3
     assert df[df["status"] == "ok"].shape[0] == 1
+
+
+def test_config_error_is_never_retried(tmp_path, monkeypatch):
+    """A ConfigError is deterministic: one attempt, an error row naming the bad value, no retry."""
+    import sdebench.distributed as dist
+
+    calls = []
+    real = dist.run_cell
+
+    def counting(cfg, **kw):
+        calls.append(cfg.problem)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(dist, "run_cell", counting)
+    bad = CellConfig(problem="no-such-problem", nfe=4, n_samples=16, metrics=("w2_exact",))
+    # a torchsde back-end on a logsnr grid: refused when the cell is prepared (it needs a uniform grid)
+    grid = CellConfig(problem="gauss1d", solver="torchsde-euler", schedule="logsnr", nfe=4, n_samples=16,
+                      metrics=("w2_exact",))
+    store = Store(tmp_path / "s")
+    counts = execute([(cell_key(bad), bad, "em"), (cell_key(grid), grid, "torchsde-euler")], store, workers=0,
+                     retries=2, sweep="r")
+    assert counts == {"error": 2} and len(calls) == 2
+    df, _ = store.consolidate()
+    assert list(df["attempts"]) == [1, 1]
+    msgs = " ".join(df["error"])
+    assert "no-such-problem" in msgs and "applies only to schedules ['uniform'], not 'logsnr'" in msgs
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # metrics read it, the runner applies it)
     ("guidance", ["sdebench.guidance"]),
     ("metrics", ["sdebench.metrics"]),
-    ("runner", ["sdebench.run", "sdebench.sweep", "sdebench.store", "sdebench.distributed",
+    ("runner", ["sdebench.run", "sdebench.sweep", "sdebench.store", "sdebench.distributed", "sdebench.cost",
                 "sdebench.byos", "sdebench.verify"]),
     # grid tuning (sdebench tune): runs cells through the runner, metrics through the registry
     ("tune", ["sdebench.tune"]),

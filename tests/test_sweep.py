@@ -12,7 +12,7 @@ from sdebench.errors import ConfigError
 from sdebench.sweep import cell_key, config_from_dict, config_to_dict, load_sweep, parse_sweep
 
 BASE = {"name": "t", "out": "unused", "problems": ["gauss1d"], "nfe": [4, 8], "seeds": 2, "samples": 64,
-        "metrics": ["w2_exact", "kl_exact"], "solvers": ["em", "heun"]}
+        "metrics": ["w2_exact", "kl_exact", "w2"], "solvers": ["em", "heun"]}
 
 
 def sweep(**over):
@@ -64,7 +64,7 @@ def test_solver_tables_options_and_labels():
 def test_metrics_by_problem_override():
     s = sweep(problems=["gauss1d", "gmm2d-ring8"], metrics_by_problem={"gmm2d-ring8": ["sliced_w2"]})
     got = {c.problem: c.metrics for _, c, _ in s.cells()}
-    assert got == {"gauss1d": ("w2_exact", "kl_exact"), "gmm2d-ring8": ("sliced_w2",)}
+    assert got == {"gauss1d": ("w2_exact", "kl_exact", "w2"), "gmm2d-ring8": ("sliced_w2",)}
 
 
 @pytest.mark.parametrize("over, needle", [
@@ -115,10 +115,24 @@ def test_load_sweep_file_errors(tmp_path):
 
 
 def test_shipped_sweep_files_expand():
+    from sdebench.problems.presets import PRESETS
+    from sdebench.solvers import SOLVERS
+
     quick = load_sweep("sweeps/quick.toml")
     assert 100 <= len(quick.cells()) <= 1000
     paper = load_sweep("sweeps/paper.toml")
-    assert paper.skip_incompatible and max(paper.nfe) >= 1000 and len(paper.seeds) == 5
+    cells = paper.cells()
+    assert paper.skip_incompatible and min(paper.nfe) <= 4 and max(paper.nfe) >= 1000
+    assert {5, 10, 20, 50} <= {c.nfe for _, c, _ in cells}  # the leaderboard's budgets
+    # every fixed-step solver on every analytic target, SDE and schedule (torchsde back-ends: uniform grids only)
+    fixed = {n for n, s in SOLVERS.items() if not s.adaptive}
+    assert {c.solver for _, c, _ in cells} == fixed
+    assert {c.problem for _, c, _ in cells} == set(PRESETS)
+    assert {c.sde for _, c, _ in cells} == {"vp", "ve", "edm"}
+    assert {c.schedule for _, c, _ in cells} == {"uniform", "logsnr", "edm", "quadratic"}
+    assert {c.schedule for _, c, _ in cells if c.solver.startswith("torchsde")} == {"uniform"}
+    assert not any("emd_w2" in c.metrics for _, c, _ in cells)
+    assert {c.final_denoise for _, c, _ in cells} == {False, True} and len({c.t_end for _, c, _ in cells}) == 2
 
 
 def test_cli_sweep_end_to_end_resume_and_results(tmp_path, capsys):

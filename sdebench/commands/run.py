@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from sdebench.distributed import WORKER_THREADS
 from sdebench.errors import MAX_SEED, ConfigError, check_int
 from sdebench.guidance import _scale
 from sdebench.io import check_writable, write_table
@@ -109,6 +110,9 @@ def add_parser(sub):
                         "--reference data (default: off)")
     p.add_argument("--no-crn", action="store_true", help="independent noise per NFE (default: common random numbers)")
     p.add_argument("--out", default=None, help="write rows to this .parquet or .csv file")
+    p.add_argument("--threads", default=str(WORKER_THREADS),
+                   help=f"torch intra-op threads (default {WORKER_THREADS}, as in sweep workers: the cells' small "
+                        "tensor operations get slower, not faster, with threads competing for loaded cores)")
     return p
 
 
@@ -134,7 +138,7 @@ def request(args):
                  crn=not args.no_crn, final_denoise=bool(getattr(args, "final_denoise", False)),
                  score_error=score_error, guidance=guided["guidance"], scales=[guided["scale"]],
                  class_label=guided["class_label"], cfg_param=guided["cfg_param"],
-                 cfg_batched=guided["cfg_batched"], wrap_errors=False)
+                 cfg_batched=guided["cfg_batched"], wrap_errors=False, dedup_seeds=False)
 
 
 def build_cells(args) -> list:
@@ -166,11 +170,15 @@ def summary_table(df: pd.DataFrame) -> str:
 
 def main(args) -> int:
     import pandas as pd
+    import torch
 
-
+    threads = int_list(getattr(args, "threads", str(WORKER_THREADS)), "--threads", lo=1, hi=4096)
+    if len(threads) != 1:
+        raise ConfigError(f"--threads takes one integer, got {args.threads!r}")
     if args.out:
         check_writable(args.out)
     cells = build_cells(args)  # every bad input is reported before any work is done
+    torch.set_num_threads(threads[0])
     rows = []
     for c in cells:
         rows.append(run_cell(c))

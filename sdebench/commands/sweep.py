@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from sdebench.cost import describe
 from sdebench.distributed import execute
 from sdebench.errors import ConfigError
 from sdebench.io import check_output_dir, write_table
@@ -53,9 +54,13 @@ def main(args) -> int:
           f"{len(sweep.schedules)} schedules x {len(sweep.nfe)} NFE"
           + (f" x {len(sweep.scales)} guidance scales" if len(sweep.scales) > 1 else "")
           + f" x {len(sweep.seeds)} seeds"
-          + (f", {len(sweep.skipped)} incompatible solver/SDE/NFE combinations left out" if sweep.skipped else "")
+          + (f", {len(sweep.skipped)} incompatible solver/SDE/schedule/NFE combinations left out"
+             if sweep.skipped else "")
+          + (f", {sweep.seed_dedup} seed repeats of seed-independent cells left out" if sweep.seed_dedup else "")
           + f") -> {out}")
     if args.dry_run:
+        for line in describe(sweep, cells, workers=args.workers):
+            print(line)
         return 0
     store = Store(out)
     store.write_manifest(sweep.name, [k for k, _, _ in cells], sweep.skipped, source=str(args.file),
@@ -90,7 +95,7 @@ def main(args) -> int:
     print(f"wrote {len(df)} rows to {store.root / 'results.parquet'} and results.csv")
     from sdebench.report import is_guided
 
-    if (df.get("status") == "ok").any() and not is_guided(df):  # guided rows: see the report's w tables
+    if len(df) and (df.get("status") == "ok").any() and not is_guided(df):  # guided rows: see the report's w tables
         from sdebench.report import summary_text
 
         print(summary_text(df))

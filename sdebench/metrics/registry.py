@@ -65,8 +65,8 @@ class Metric:
     stage: int = ESTIMATE
     no_grad: bool = True  # compute under torch.no_grad()
     # the value does not depend on the cell's seed (the exact law of w2_exact / kl_exact): a runner or sweep may
-    # compute it once per cell and copy it to the other seeds
-    seed_independent: bool = False
+    # compute it once per cell and copy it to the other seeds; a callable decides per problem (problem -> bool)
+    seed_independent: bool | Callable[[Any], bool] = False
 
     def columns_written(self) -> tuple:
         out = [self.name] + ([f"{self.name}_se"] if self.has_se else [])
