@@ -44,6 +44,7 @@ BUDGETS = (5, 10, 20, 50)
 TOLS = (1e-2, 1e-3, 1e-4)
 PRIMARY_FALLBACK = ("w2", "sliced_w2", "kl", "mmd")  # mixtures without weak_err
 FLOOR_MARK = "*"
+FIT_BOOTSTRAP = 200  # bootstrap replicates of an order fit's seed CI (a study has thousands of fits)
 AGREE_TOL = 0.25  # |fitted - declared| of an order that agrees (the registry test's tolerance)
 POINT_KEYS = ["problem", "sde", "label", "solver", "schedule", "t_end", "final_denoise"]
 CONFIG = ["label", "schedule"]  # what the leaderboard names: solver (label) + schedule
@@ -130,19 +131,24 @@ def points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     df = df[np.isfinite(df["value"])]
     if df.empty:
         return pd.DataFrame()
-    df = df.assign(_floor=_row_floor(df, metric))
     null, sd = f"{metric}_null", f"{metric}_null_sd"
-    rows = []
-    for key, g in df.groupby(POINT_KEYS + ["nfe"], sort=False, dropna=False):
-        v = g["value"].to_numpy(dtype=float)
-        spread = len(v) > 1 and float(np.ptp(v)) > 1e-12 * max(abs(float(v.mean())), 1e-300)
-        mean, lo, hi = bootstrap_mean_ci(v) if spread else (float(v.mean()), math.nan, math.nan)
-        rows.append({**dict(zip(POINT_KEYS + ["nfe"], key)), "kind": g["kind"].iloc[0], "metric": metric,
-                     "mean": mean, "lo": lo, "hi": hi, "seeds": len(v),
-                     "null": float(pd.to_numeric(g[null], errors="coerce").mean()) if null in g else math.nan,
-                     "null_sd": float(pd.to_numeric(g[sd], errors="coerce").mean()) if sd in g else math.nan,
-                     "at_floor": bool(g["_floor"].mean() >= 0.5)})
-    return pd.DataFrame(rows)
+    df = df.assign(_floor=_row_floor(df, metric).astype(float),
+                   _null=pd.to_numeric(df[null], errors="coerce") if null in df else np.nan,
+                   _sd=pd.to_numeric(df[sd], errors="coerce") if sd in df else np.nan)
+    keys = POINT_KEYS + ["nfe"]
+    grouped = df.groupby(keys, sort=False, dropna=False)
+    agg = grouped.agg(kind=("kind", "first"), mean=("value", "mean"), vmin=("value", "min"), vmax=("value", "max"),
+                      seeds=("value", "size"), null=("_null", "mean"), null_sd=("_sd", "mean"),
+                      floor=("_floor", "mean")).reset_index()
+    agg["lo"], agg["hi"] = np.nan, np.nan
+    spread = (agg["seeds"] > 1) & ((agg["vmax"] - agg["vmin"]) > 1e-12 * agg["mean"].abs().clip(lower=1e-300))
+    if spread.any():
+        values = grouped["value"].apply(lambda v: v.to_numpy(dtype=float)).reset_index(drop=True)
+        for i in np.nonzero(spread.to_numpy())[0]:
+            _, agg.at[i, "lo"], agg.at[i, "hi"] = bootstrap_mean_ci(values.iloc[i])
+    agg["metric"] = metric
+    agg["at_floor"] = agg.pop("floor") >= 0.5
+    return agg.drop(columns=["vmin", "vmax"])
 
 
 def main_slice(p: pd.DataFrame) -> pd.DataFrame:
@@ -294,22 +300,24 @@ def order_fits(p: pd.DataFrame, raw: pd.DataFrame | None, metric: str) -> pd.Dat
     scale = 2.0 if metric.startswith("kl") else 1.0
     gaussian = metric in ("w2_exact", "kl_exact", "tv_exact")
     rows = []
+    curves = None  # per (sde, label, schedule, t_end): one error curve per seed (rows = seed, columns = nfe)
+    if raw is not None:
+        norm = _normalise(raw)
+        norm = norm[~norm["final_denoise"].astype(bool)].assign(value=pd.to_numeric(norm[metric], errors="coerce"))
+        if norm["seed"].nunique() > 1:
+            curves = norm.groupby(["sde", "label", "schedule", "t_end", "seed", "nfe"], dropna=False)["value"] \
+                .mean().unstack("nfe")
     for (sde, label, sched), g in p.groupby(["sde", "label", "schedule"], sort=True):
         g = g.sort_values("nfe")
         if len(g) < 2:
             continue
         x = g["nfe"].to_numpy(dtype=float)
         Y = g["mean"].to_numpy(dtype=float)[None, :]
-        if raw is not None:
-            rr = _normalise(raw)
-            rr = rr[(rr["sde"] == sde) & (rr["label"] == label) & (rr["schedule"] == sched)
-                    & (~rr["final_denoise"].astype(bool)) & rr["nfe"].isin(x)]
-            t = g["t_end"].iloc[0]
-            if math.isfinite(t):
-                rr = rr[np.isclose(rr["t_end"].fillna(-1.0), t)]
-            piv = rr.pivot_table(index="seed", columns="nfe", values=metric, aggfunc="mean")
-            if len(piv) > 1 and list(piv.columns.astype(float)) == list(x):
-                Y = piv.to_numpy(dtype=float)
+        key = (sde, label, sched, g["t_end"].iloc[0])
+        if curves is not None and key in curves.index.droplevel("seed"):
+            piv = curves.loc[key].reindex(columns=x).to_numpy(dtype=float)
+            if len(piv) > 1 and np.nanmax(np.nanmax(piv, 0) - np.nanmin(piv, 0)) > 0:  # seeds that differ
+                Y = piv
         null = g["null"].to_numpy(dtype=float)
         fl = g["at_floor"].to_numpy(dtype=bool) | at_floor(g["mean"].to_numpy(), null if np.isfinite(null).any()
                                                            else None)
@@ -323,7 +331,7 @@ def order_fits(p: pd.DataFrame, raw: pd.DataFrame | None, metric: str) -> pd.Dat
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            f = fit_order(x, Y, fine_is_small=False, window=mask)
+            f = fit_order(x, Y, fine_is_small=False, window=mask, B=FIT_BOOTSTRAP)
         order, lo, hi = -f.slope, -f.hi, -f.lo
         ci = f"[{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else "-"
         if not math.isfinite(decl):

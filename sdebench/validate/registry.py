@@ -1,6 +1,11 @@
 """Every registered solver's declared order, as claims: the measurement of tests/test_registry_orders.py
-(sdebench.verify: exact W2 of the solver's Gaussian output law on gauss1d, VP) on its declared grid family,
-and on each other schedule family it accepts."""
+(sdebench.verify: exact W2 of the solver's Gaussian output law on gauss1d, VP, at the declared NFE budgets) on
+its declared grid family, and on each other schedule family it accepts.
+
+On the declared family the rule is the registry test's (|slope - p| <= 0.25). The registry declares the order
+on one family only; on the others the claim is that the declared order carries over (slope >= p - 0.25 at
+the same budgets; steeper is no contradiction). A FAIL there is a finding about the solver on that family
+(its order is not reached at the declared budgets), not a broken theorem of the registry."""
 
 from __future__ import annotations
 
@@ -14,19 +19,11 @@ from ..verify import ORDER_TOL, exact_w2_curve, slope_fit
 from .core import Claim, _g
 
 FAMILIES = ("uniform", "logsnr", "edm", "quadratic")
-OFF_FAMILY_FACTOR = 4  # other families are measured at 4x the declared budgets (their asymptotic regime starts later)
 QUICK_SOLVERS = ("euler", "heun", "em", "dpm-solver-2")
 
 
 def _declared(spec) -> float:
     return float(spec.order if spec.order_gaussian is None else spec.order_gaussian)
-
-
-def _budgets(spec, factor: int) -> tuple[int, ...]:
-    nfes = spec.verification_nfes()
-    if factor == 1:
-        return tuple(nfes)
-    return tuple(spec.nfe_for_steps(spec.steps_for_nfe(n) * factor) for n in nfes)
 
 
 def _accepts(spec, family: str) -> bool:
@@ -37,14 +34,13 @@ def _accepts(spec, family: str) -> bool:
 def _order_claim(spec, family: str) -> Claim:
     p = _declared(spec)
     declared_family = family == spec.order_grid
-    factor = 1 if declared_family else OFF_FAMILY_FACTOR
-    nfes = _budgets(spec, factor)
+    nfes = tuple(spec.verification_nfes())  # the declared budgets on every family
     c = Claim(id=f"order-{spec.name}" + ("" if declared_family else f"@{family}"),
               statement=f"{spec.name} converges with its declared order {p:g} on the {family} grid"
                         + (" (its declared grid)" if declared_family else ""),
               source="solver registry (SolverSpec.order / order_gaussian); tests/test_registry_orders.py",
-              metric=f"w2_exact (exact law), gauss1d, VP, NFE {', '.join(str(n) for n in nfes)}"
-                     + ("" if declared_family else f" ({factor}x the declared budgets)") + ", slope in steps",
+              metric=f"w2_exact (exact law), gauss1d, VP, NFE {', '.join(str(n) for n in nfes)} (the declared "
+                     "budgets), slope in steps",
               predicted=f"slope {p:g}" if declared_family else f"slope >= {p - ORDER_TOL:g}")
     t0 = time.perf_counter()
     try:
