@@ -26,6 +26,7 @@ bootstrap 95% CI where the seeds differ; at its resolution limit when at least h
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -502,7 +503,8 @@ def leaderboard_lines(df: pd.DataFrame, out_dir=None, figures: bool = True, budg
             if figures and out_dir is not None:
                 from .plot import plot_leaderboard
 
-                path = plot_leaderboard(p, Path(out_dir) / "figures" / f"leaderboard_{problem}_{metric}.png",
+                stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"leaderboard_{problem}_{metric}")  # target files: paths
+                path = plot_leaderboard(p, Path(out_dir) / "figures" / f"{stem}.png",
                                         f"{problem}: {metric}" + (" (ODE samplers)" if scope == "ode" else ""))
                 lines += [f"![leaderboard {problem} {metric}](figures/{path.name})", ""]
             lines += _section("Best solver + schedule at each NFE", winners_table(p, bud))

@@ -214,3 +214,10 @@ def test_report_on_committed_quick_results(tmp_path, capsys):
     assert "| 6 | vp |" in lb and "| 96 | vp |" in lb
     assert "Effect of t_end" not in lb and "VP vs VE" not in lb  # one t_end, one SDE: omitted
     assert "SDE vs ODE samplers" in lb
+
+
+def test_figure_name_of_a_target_file_stays_in_figures(tmp_path):
+    rows = pd.DataFrame(_rows("targets/my t.json", "heun", "uniform", lambda n: 1.0 / n**2))
+    lines = leaderboard_lines(rows, out_dir=tmp_path, figures=True)
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["leaderboard_targets_my_t.json_w2_exact.png"]
+    assert "![leaderboard targets/my t.json w2_exact](figures/leaderboard_targets_my_t.json_w2_exact.png)" in lines
