@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .plot import plot_leaderboard
 from .solvers import SOLVERS
 from .stats import asymptotic_window, at_floor, bootstrap_mean_ci, fit_order
 
@@ -501,8 +502,6 @@ def leaderboard_lines(df: pd.DataFrame, out_dir=None, figures: bool = True, budg
                       f"t_end {', '.join(f'{t:g}' for t in tend) or 'default'}, without the final denoising "
                       "step.", ""]
             if figures and out_dir is not None:
-                from .plot import plot_leaderboard
-
                 stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"leaderboard_{problem}_{metric}")  # target files: paths
                 path = plot_leaderboard(p, Path(out_dir) / "figures" / f"{stem}.png",
                                         f"{problem}: {metric}" + (" (ODE samplers)" if scope == "ode" else ""))

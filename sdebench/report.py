@@ -25,6 +25,7 @@ import torch
 from .errors import ConfigError
 from .guidance import exact_guided_law, guided_ode_law, solver_calls
 from .io import write_table, write_text
+from .leaderboard import leaderboard_lines
 from .metrics import gaussian as gx
 from .plot import (
     _LABELS,
@@ -203,8 +204,6 @@ SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the Monte Carlo floor (<metr
 def leaderboard_section(df: pd.DataFrame, out_dir, figures: bool, nfe=None, tol=None,
                         manifest: dict | None = None) -> list[str]:
     """The leaderboard (:mod:`sdebench.leaderboard`): per target, which solver + schedule at which NFE."""
-    from .leaderboard import leaderboard_lines
-
     return leaderboard_lines(df, out_dir=out_dir, figures=figures, budgets=nfe, tols=tol, manifest=manifest)
 
 

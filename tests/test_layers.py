@@ -42,7 +42,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("metrics", ["sdebench.metrics"]),
     ("runner", ["sdebench.run", "sdebench.sweep", "sdebench.store", "sdebench.distributed",
                 "sdebench.byos", "sdebench.verify"]),
-    ("analysis", ["sdebench.plot", "sdebench.report", "sdebench.validate", "sdebench.guidance_report"]),
+    ("analysis", ["sdebench.plot", "sdebench.leaderboard", "sdebench.report", "sdebench.validate",
+                  "sdebench.guidance_report"]),
     ("training", ["sdebench.training"]),
     # the CLI is the face; the package facade (sdebench/__init__.py) re-exports from below it
     ("cli", ["sdebench.cli", "sdebench.commands", "sdebench"]),
