@@ -30,7 +30,7 @@ from .metrics.registry import LABELS
 from .solvers import SOLVERS
 from .store import Store
 
-__all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe", "solver_orders",
+__all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe", "plot_leaderboard", "solver_orders",
            "seed_spread", "reference_accuracy", "METRIC_PREFERENCE", "labels"]
 
 # per problem, the first of these present (with finite values) is its headline error (path_err: a network without data)
@@ -328,6 +328,76 @@ def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str 
         plt.close(g.figure)
         paths.append(path)
     return paths
+
+
+def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
+    """One target's leaderboard figure from its points (:func:`sdebench.leaderboard.points`: one row per
+    SDE, solver label, schedule and NFE, mean over seeds): error vs NFE on log-log axes, one panel per SDE,
+    hue = solver, line style = schedule, the resolution limit (``null`` -/+ 2 ``null_sd``, the
+    ``<metric>_at_floor`` rule) as a grey band, points at their limit drawn hollow with a grey cross."""
+    if "MPLCONFIGDIR" not in os.environ:
+        import tempfile
+
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="sdebench-mpl-")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    pts = pts.copy()
+    pts["nfe"] = pts["nfe"].astype(float)
+    sdes = list(dict.fromkeys(pts["sde"]))
+    labels = sorted(pts["label"].unique())
+    scheds = sorted(pts["schedule"].unique())
+    colors = dict(zip(labels, sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))))
+    dashes = ["-", "--", ":", "-."]
+    styles = {s: dashes[i % len(dashes)] for i, s in enumerate(scheds)}
+    fig, axes = plt.subplots(1, len(sdes), figsize=(4.8 * len(sdes) + 2.2, 4.2), squeeze=False, sharey=False)
+    metric = str(pts["metric"].iloc[0]) if "metric" in pts.columns else ""
+    for ax, sde in zip(axes[0], sdes):
+        sub = pts[pts["sde"] == sde]
+        band = sub.rename(columns={"null": "floor", "null_sd": "floor_sd"})
+        if band["floor"].notna().any():
+            lo, hi = floor_band(band)
+            ax.axhspan(lo, hi, color="0.6", alpha=0.35, lw=0, zorder=0)
+        for (lab, sch), g in sub.groupby(["label", "schedule"], sort=True):
+            g = g.sort_values("nfe")
+            ax.plot(g["nfe"], g["mean"], ls=styles[sch], color=colors[lab], lw=1.2, marker="o", ms=3.5, zorder=2)
+            f = g[g["at_floor"].astype(bool)]
+            if len(f):
+                ax.plot(f["nfe"], f["mean"], ls="none", marker="o", ms=6, mfc="white", mec=colors[lab], zorder=3)
+                ax.plot(f["nfe"], f["mean"], ls="none", marker="x", ms=4, color="0.3", zorder=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted(sub["nfe"].unique())
+        if len(ticks) > 8:
+            ticks = [t for t in (4, 5, 10, 20, 50, 100, 200, 500, 1000) if ticks[0] <= t <= ticks[-1]] or ticks[::2]
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(True, which="major", lw=0.3, alpha=0.5)
+        ax.set_title(str(sde), fontsize=9)
+        ax.set_xlabel("NFE")
+    axes[0][0].set_ylabel(_LABELS.get(metric, metric))
+    handles = [Line2D([], [], color=colors[lb], lw=2, label=lb) for lb in labels]
+    handles += [Line2D([], [], color="0.2", ls=styles[s], label=f"schedule {s}") for s in scheds]
+    if pts["at_floor"].astype(bool).any():
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.2", label="at resolution limit"))
+    if pts["null"].notna().any():
+        handles.append(Patch(color="0.6", alpha=0.35, label="resolution limit (null -/+ 2 sd)"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
+               ncol=1 if len(handles) <= 24 else 2)
+    fig.suptitle(f"{title}: error vs NFE (mean over seeds; hue solver, line style schedule)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 # ---- guided sweeps: error against the guidance scale w ---------------------------------------------------

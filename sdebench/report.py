@@ -25,6 +25,7 @@ import torch
 from .errors import ConfigError
 from .guidance import exact_guided_law, guided_ode_law, solver_calls
 from .io import write_table, write_text
+from .leaderboard import leaderboard_lines
 from .metrics import gaussian as gx
 from .plot import (
     _LABELS,
@@ -42,7 +43,8 @@ from .sde import get_sde
 from .solvers import get_solver
 from .stats import bootstrap_mean_ci, fit_order
 
-__all__ = ["fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
+__all__ = ["SECTIONS", "leaderboard_section",
+           "fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
            "guided_section", "gaussian_table", "gaussian_section", "guided_figures"]
 
 DEFAULT_TOLS = (1e-1, 1e-2, 1e-3)
@@ -199,6 +201,18 @@ SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the Monte Carlo floor (<metr
                   "(w2_exact, kl_exact) have no floor; -: no cell")
 
 
+def leaderboard_section(df: pd.DataFrame, out_dir, figures: bool, nfe=None, tol=None,
+                        manifest: dict | None = None) -> list[str]:
+    """The leaderboard (:mod:`sdebench.leaderboard`): per target, which solver + schedule at which NFE."""
+    return leaderboard_lines(df, out_dir=out_dir, figures=figures, budgets=nfe, tols=tol, manifest=manifest)
+
+
+# the report's sections before the per-problem detail, in order: each is called as
+# section(df, out_dir=..., figures=..., nfe=..., tol=..., manifest=...) and returns markdown lines
+# (an empty list where the rows hold nothing for it); another module adds its own by appending here
+SECTIONS = [leaderboard_section]
+
+
 def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = True,
                  title: str = "sdebench report", manifest: dict | None = None,
                  gaussian: pd.DataFrame | None = None) -> Path:
@@ -216,7 +230,11 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
     if is_guided(df):
         lines += guided_report_lines(df, manifest, figures, out_dir, gaussian)
         return _write(out_dir, lines)
+    for section in SECTIONS:
+        lines += section(df, out_dir=out_dir, figures=figures, nfe=nfe, tol=tol, manifest=manifest)
     data = with_primary(df)
+    lines.append("## Per problem and SDE: every solver")
+    lines.append("")
     lines.append("Errors are the mean over seeds with a bootstrap 95% CI over seeds where the seeds differ "
                  "(exact metrics are identical for every seed: no CI); `*` = below 3x the "
                  "Monte Carlo floor (the same statistic between two target samples). Exact metrics "
@@ -231,7 +249,7 @@ def write_report(df: pd.DataFrame, out_dir, nfe=None, tol=None, figures: bool = 
             lines.append("")
     for (problem, sde), g in data.groupby(["problem", "sde"], sort=False):
         metric = g["metric"].iloc[0]
-        lines.append(f"## {problem} / {sde}  ({_LABELS.get(metric, metric)}, `{metric}`)")
+        lines.append(f"### {problem} / {sde}  ({_LABELS.get(metric, metric)}, `{metric}`)")
         lines.append("")
         cols = nfe if nfe else pick_nfe(g["nfe"])
         lines.append("**Error at fixed NFE**")

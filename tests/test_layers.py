@@ -44,8 +44,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                 "sdebench.byos", "sdebench.verify"]),
     # grid tuning (sdebench tune): runs cells through the runner, metrics through the registry
     ("tune", ["sdebench.tune"]),
-    ("analysis", ["sdebench.plot", "sdebench.report", "sdebench.validate", "sdebench.guidance_report",
-                  "sdebench.peers_report"]),
+    ("analysis", ["sdebench.plot", "sdebench.leaderboard", "sdebench.report", "sdebench.validate",
+                  "sdebench.guidance_report", "sdebench.peers_report"]),
     ("training", ["sdebench.training"]),
     # the CLI is the face; the package facade (sdebench/__init__.py) re-exports from below it
     ("cli", ["sdebench.cli", "sdebench.commands", "sdebench"]),

@@ -77,7 +77,7 @@ def test_validate_package_keeps_its_names():
     assert [c.__name__ for c in v.CHECKS] == [
         "_weak_order_claims", "_ode_order_claims", "_dpm3_claim", "_ddim_claim", "_strong_claims", "_horizon_claim",
         "_score_error_claim", "_early_stop_claim", "_contractive_claim", "_consistency_claims", "_density_claims",
-        "_resolution_claim"]
+        "_resolution_claim", "_dimension_claims", "_chen_bound_claim", "_registry_order_claims"]
     assert all(c.__module__.startswith("sdebench.validate.") for c in v.CHECKS)
     assert callable(v._exact_flow)
 

@@ -49,14 +49,15 @@ def test_the_check_sees_a_heavy_import():  # the probe above can fail: importing
 
 
 def test_core_modules_load_no_heavy_package():
-    """Every first-party module but the table/figure writers (plot, report) imports without pandas & co."""
+    """Every first-party module but the table/figure writers (plot, leaderboard, report) imports without pandas
+    & co."""
     code = """
 import importlib, pkgutil
 import sdebench, sdebench.commands, sdebench.metrics, sdebench.problems, sdebench.solvers
 for pkg in (sdebench, sdebench.commands, sdebench.metrics, sdebench.problems, sdebench.solvers):
     for m in pkgutil.iter_modules(pkg.__path__):
         name = f"{pkg.__name__}.{m.name}"
-        if name not in ("sdebench.plot", "sdebench.report"):
+        if name not in ("sdebench.plot", "sdebench.leaderboard", "sdebench.report"):
             importlib.import_module(name)
 """
     assert _loaded_after(code) == []

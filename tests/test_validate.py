@@ -103,4 +103,39 @@ def test_run_rows_carry_nulls_and_floor_flags():
 
 @pytest.mark.slow
 def test_validate_full_battery_passes(tmp_path):
-    assert cli.main(["validate", "--out", str(tmp_path / "v.md")]) == 0
+    """Every row passes except declared orders carried over to schedule families the registry does not declare
+    them on (ids order-SOLVER@FAMILY): those FAILs are findings, listed in results/validation.md."""
+    from sdebench.validate import run_battery
+
+    claims = run_battery()
+    bad = [c.id for c in claims if c.status == "FAIL" and not (c.id.startswith("order-") and "@" in c.id)]
+    assert not bad, bad
+
+
+def test_chen_bound_closed_form_and_dimension_exactness():
+    """The implemented Chen-Lee-Lu discretization term on a hand-checkable grid, and the isotropic exact law
+    in d dimensions: KL = d x the 1-D KL, W2 = sqrt(d) x the 1-D W2 (independent d-dimensional computation)."""
+    from sdebench.metrics import gaussian as gx
+    from sdebench.schedules import make_grid
+    from sdebench.validate.scaling import chen_bound, exact_output, isotropic
+
+    ou = get_sde("ou")
+    grid = torch.tensor([5.0, 1.0, 0.25], dtype=torch.float64)
+    s2 = [1 - math.exp(-2.0), 1 - math.exp(-0.5)]
+    assert math.isclose(chen_bound(ou, grid, 3), 3 * (4.0**2 / s2[0] ** 2 + 0.75**2 / s2[1] ** 2), rel_tol=1e-12)
+    vp = get_sde("vp")
+    g = make_grid(vp, 6, vp.t_end_default, "uniform")
+    one = exact_output("em", isotropic(1), vp, g)
+    many = exact_output("em", isotropic(8), vp, g)
+    assert math.isclose(gx.kl(*many), 8 * gx.kl(*one), rel_tol=1e-9)
+    assert math.isclose(gx.w2(*many), math.sqrt(8) * gx.w2(*one), rel_tol=1e-7)
+
+
+def test_registry_order_claims_on_declared_and_other_families():
+    from sdebench.solvers import SOLVERS
+    from sdebench.validate.registry import _order_claim
+
+    c = _order_claim(SOLVERS["heun"], "logsnr")
+    assert c.id == "order-heun" and c.status == "PASS" and abs(c.measured - 2) <= 0.25
+    off = _order_claim(SOLVERS["ddim"], "uniform")
+    assert off.id == "order-ddim@uniform" and off.status == "PASS" and "declared budgets" in off.metric

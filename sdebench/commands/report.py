@@ -10,13 +10,18 @@ from sdebench.store import Store
 
 def add_parser(sub):
     p = sub.add_parser("report", help="write a markdown report with tables and figures from results",
-                       description="Per problem and SDE: error at fixed NFE (mean and bootstrap 95%% CI over "
-                                   "seeds), NFE needed to reach error tolerances, fitted orders; plus figures.")
+                       description="A leaderboard per target (best solver + schedule at NFE 5, 10, 20, 50 with "
+                                   "the runner-up, NFE to reach 1e-2/1e-3/1e-4, fitted vs declared orders, SDE vs "
+                                   "ODE, t_end, final denoising, VP/VE/EDM), then per problem and SDE: error at "
+                                   "fixed NFE (mean and bootstrap 95%% CI over seeds), NFE needed to reach error "
+                                   "tolerances, fitted orders; plus figures.")
     p.add_argument("results", help="results table (.parquet/.csv) or store folder")
     p.add_argument("--out", default=None, help="output folder (default: the results folder)")
-    p.add_argument("--nfe", default=None, help="comma-separated NFE columns of the fixed-NFE table "
-                                               "(default: up to 5 NFE values present in the results)")
-    p.add_argument("--tol", default=None, help="comma-separated error tolerances (default 1e-1,1e-2,1e-3)")
+    p.add_argument("--nfe", default=None, help="comma-separated NFE budgets of the leaderboard and columns of "
+                                               "the fixed-NFE table (default: 5,10,20,50 for the leaderboard, "
+                                               "up to 5 NFE values present in the results for the table)")
+    p.add_argument("--tol", default=None, help="comma-separated error tolerances (default 1e-2,1e-3,1e-4 in the "
+                                               "leaderboard, 1e-1,1e-2,1e-3 in the per-problem tables)")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     return p
 

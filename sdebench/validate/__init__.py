@@ -14,7 +14,8 @@ Rows whose solver is not registered are reported as SKIP with the missing name; 
 failures. ``quick=True`` shrinks the grids and sample sizes (CI variant, under 2 minutes).
 
 Layout: ``core`` (the :class:`Claim` row, the slope rule, the shared exact-law and pathwise sweeps), one
-module of claims per topic (``weak``, ``ode``, ``strong``, ``convergence``, ``consistency``, ``density``),
+module of claims per topic (``weak``, ``ode``, ``strong``, ``convergence``, ``consistency``, ``density``,
+``scaling``: dimension dependence and the Chen-Lee-Lu KL bound, ``registry``: every declared solver order),
 ``render`` (markdown table, figures, report file); this module holds :data:`CHECKS` and :func:`run_battery`.
 """
 
@@ -30,7 +31,9 @@ from .convergence import _contractive_claim, _early_stop_claim, _horizon_claim, 
 from .core import Claim, _exact_flow  # noqa: F401  (_exact_flow: named in the consistency row's detail)
 from .density import _density_claims, _resolution_claim
 from .ode import _ddim_claim, _dpm3_claim, _ode_order_claims
+from .registry import _registry_order_claims
 from .render import format_table, plot_claims, write_markdown
+from .scaling import _chen_bound_claim, _dimension_claims
 from .strong import _strong_claims
 from .weak import _weak_order_claims
 
@@ -39,7 +42,7 @@ __all__ = ["Claim", "run_battery", "CHECKS", "format_table", "write_markdown", "
 
 CHECKS = [_weak_order_claims, _ode_order_claims, _dpm3_claim, _ddim_claim, _strong_claims, _horizon_claim,
           _score_error_claim, _early_stop_claim, _contractive_claim, _consistency_claims, _density_claims,
-          _resolution_claim]
+          _resolution_claim, _dimension_claims, _chen_bound_claim, _registry_order_claims]
 
 
 def run_battery(quick: bool = False, only=None, log=None) -> list[Claim]:
