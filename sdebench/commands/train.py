@@ -10,7 +10,7 @@ from sdebench.io import check_output_file
 from sdebench.metrics.images import save_classifier
 from sdebench.problems import get_problem
 from sdebench.problems.checkpoint import _stem
-from sdebench.problems.images import digits_problem, load_data
+from sdebench.problems.images import TEACHERS, load_data
 from sdebench.sde import get_sde
 from sdebench.training.classifier import train_classifier
 from sdebench.training.consistency import distill_unet, distillation_table
@@ -164,8 +164,9 @@ def _mlp_experiments(args) -> int:
 
 
 def _distill_images(args, safe_data: str) -> int:
-    if args.data != "digits":
-        raise ConfigError(f"--consistency without --problem distills the digits model; got --data {args.data}")
+    if args.data not in TEACHERS:
+        raise ConfigError(f"--consistency without --problem distills the committed model of --data "
+                          f"{' or '.join(TEACHERS)}; got --data {args.data!r}")
     teachers = [t.strip() for t in args.teacher.split(",")]
     if len(teachers) != 1:
         raise ConfigError(f"U-Net distillation takes one --teacher, got {args.teacher!r}")
@@ -176,7 +177,7 @@ def _distill_images(args, safe_data: str) -> int:
     check_int(N, "--N", 1)
     out = check_stem(args.out or f"runs/checkpoints/{safe_data}_consistency")
     command = "sdebench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
-    cfg = distill_unet(digits_problem(), teacher=teachers[0], N=N, steps=args.steps, batch=args.batch,
+    cfg = distill_unet(TEACHERS[args.data](), teacher=teachers[0], N=N, steps=args.steps, batch=args.batch,
                        lr=args.lr, seed=args.seed, out=out, progress=not args.no_progress, command=command,
                        ckpt_every=args.checkpoint_every)
     print(f"distilled {cfg['teacher']} (N={cfg['N']}) into a U-Net for {cfg['step']} steps in {cfg['wall_s']:.1f} s;"
