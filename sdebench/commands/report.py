@@ -18,10 +18,17 @@ def add_parser(sub):
                                                "(default: up to 5 NFE values present in the results)")
     p.add_argument("--tol", default=None, help="comma-separated error tolerances (default 1e-1,1e-2,1e-3)")
     p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--peers", default=None, metavar="DIGITS_STORE",
+                   help="write the diffusers peers report instead: RESULTS is the sweeps/peers.toml store, "
+                        "DIGITS_STORE the sweeps/peers-digits.toml one, --out the .md file (default results/peers.md)")
     return p
 
 
 def main(args) -> int:
+    if args.peers is not None:  # issue 15: diffusers schedulers beside sdebench's solvers (sdebench.peers_report)
+        from sdebench.peers_report import report_command
+
+        return report_command(args.results, args.peers, args.out)
     from sdebench.plot import load_results
     from sdebench.report import write_report
 
