@@ -26,7 +26,7 @@ import torch
 
 from .errors import ConfigError
 from .exact import output_gaussian
-from .io import read_table
+from .io import check_output_file, read_table
 from .metrics.gaussian import w2
 from .model import Model
 from .problems import get_problem
@@ -465,8 +465,6 @@ def _floor(df, problem: str, metric: str) -> str:
 def report_command(analytic, digits, out) -> int:
     """``sdebench report ANALYTIC --peers DIGITS --out PEERS.md``: one line (ConfigError, exit 2) for a store
     without results or an output that is not a writable .md file."""
-    from .io import check_output_file
-
     for name, store in (("results", analytic), ("--peers", digits)):
         root = Path(store)
         if not root.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sdebench.commands.run import finite_float, int_list
 from sdebench.errors import ConfigError
 from sdebench.io import check_output_dir, check_output_file
+from sdebench.peers_report import report_command as peers_report_command
 from sdebench.store import Store
 
 
@@ -26,9 +27,7 @@ def add_parser(sub):
 
 def main(args) -> int:
     if args.peers is not None:  # issue 15: diffusers schedulers beside sdebench's solvers (sdebench.peers_report)
-        from sdebench.peers_report import report_command
-
-        return report_command(args.results, args.peers, args.out)
+        return peers_report_command(args.results, args.peers, args.out)
     from sdebench.plot import load_results
     from sdebench.report import write_report
 
