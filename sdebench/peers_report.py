@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -488,7 +489,7 @@ def main(argv=None) -> int:
     try:
         return report_command(a.analytic, a.digits, a.out)
     except ConfigError as exc:
-        print(f"{p.prog}: error: {exc}")
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
 
 
