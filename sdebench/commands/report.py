@@ -5,6 +5,7 @@ from __future__ import annotations
 from sdebench.commands.run import finite_float, int_list
 from sdebench.errors import ConfigError
 from sdebench.io import check_output_dir, check_output_file
+from sdebench.peers_report import report_command as peers_report_command
 from sdebench.store import Store
 
 
@@ -23,10 +24,15 @@ def add_parser(sub):
     p.add_argument("--tol", default=None, help="comma-separated error tolerances (default 1e-2,1e-3,1e-4 in the "
                                                "leaderboard, 1e-1,1e-2,1e-3 in the per-problem tables)")
     p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--peers", default=None, metavar="DIGITS_STORE",
+                   help="write the diffusers peers report instead: RESULTS is the sweeps/peers.toml store, "
+                        "DIGITS_STORE the sweeps/peers-digits.toml one, --out the .md file (default results/peers.md)")
     return p
 
 
 def main(args) -> int:
+    if args.peers is not None:  # issue 15: diffusers schedulers beside sdebench's solvers (sdebench.peers_report)
+        return peers_report_command(args.results, args.peers, args.out)
     from sdebench.plot import load_results
     from sdebench.report import write_report
 
