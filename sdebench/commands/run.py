@@ -163,8 +163,9 @@ def summary_table(df: pd.DataFrame) -> str:
         table = out.reset_index().to_string(index=False)
     legend = "metric columns: mean over seeds"
     if nulls:
-        legend += ("; <metric>_null: its Monte Carlo floor (the same statistic between two exact target samples, "
-                   "the smallest error the estimator resolves)")
+        legend += ("; <metric>_null: its resolution limit, the smallest error it resolves (sampled metrics: the "
+                   "same statistic between exact target samples; path_err / strong_err: the reference solve's own "
+                   "error)")
     return f"{table}\n{legend}"
 
 
