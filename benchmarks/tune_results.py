@@ -29,6 +29,7 @@ SOLVERS = {  # solver -> (options, methods)
     "em": ({}, ("gradient", "policy-gradient")),
 }
 EM_RING = ("sliced_w2", 512, [0, 1, 2, 3], [10, 11, 12, 13])  # em on the mixture: a sampled metric, PG only
+TRANSFER_MARK = "<!-- transfer: written by benchmarks/tune_transfer.py -->"
 PROXY = ("ddim", {"eta": 1.0})  # the sampler the AYS bound is derived for (frozen denoiser, exact linear part)
 
 
@@ -138,7 +139,10 @@ def write_report(df, out: Path, args, total: float) -> None:
                      f"{g['total_s'].median():.1f} |")
     lines += ["", "Grids: `grids/*.json`, each usable as `sdebench run --schedule file:<file>`; figure: "
               "`grids_lambda.png`.", ""]
-    (out / "README.md").write_text("\n".join(lines))
+    keep = ""  # the transfer section of benchmarks/tune_transfer.py, if any, is kept
+    if (out / "README.md").is_file() and TRANSFER_MARK in (text := (out / "README.md").read_text()):
+        keep = "\n" + TRANSFER_MARK + text.split(TRANSFER_MARK, 1)[1]
+    (out / "README.md").write_text("\n".join(lines) + keep)
 
 
 def draw_grids(out: Path, nfes) -> None:

@@ -82,6 +82,23 @@ def test_mismatching_file_grid_is_one_line(tmp_path, capsys, argv, match):
     _fails(capsys, ["run", "--problem", "gauss1d", "--samples", "16", "--schedule", f"file:{path}"] + argv, match)
 
 
+def test_a_grid_tuned_on_one_problem_runs_on_another_when_named(tmp_path):
+    """The file's `problem` is information, not a binding (docs/tuning.md, transfer): a grid tuned on a Gaussian
+    runs on a mixture with the same SDE, solver and NFE, on exactly its times; the mismatches stay refused
+    (test_mismatching_file_grid_is_one_line)."""
+    from sdebench.run import CellConfig, prepare, run_cell
+
+    t = [1.0, 0.37, 0.051, 1e-3]
+    path = _grid_file(tmp_path, t=t)
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "problem": "gauss-aniso16"}))
+    cfg = CellConfig(problem="gmm2d-ring8", sde="vp", solver="heun", nfe=6, seed=0, n_samples=16,
+                     schedule=f"file:{path}", metrics=("sliced_w2",))
+    assert [float(v) for v in prepare(cfg)[4]] == t
+    row = run_cell(cfg)
+    assert row["status"] == "ok" and row["problem"] == "gmm2d-ring8" and row["schedule"] == f"file:{path}"
+
+
 def test_malformed_or_missing_grid_file(tmp_path, capsys):
     base = ["run", "--problem", "gauss1d", "--solver", "heun", "--nfe", "6", "--samples", "16"]
     _fails(capsys, base + ["--schedule", f"file:{tmp_path / 'none.json'}"], "does not exist")
