@@ -21,6 +21,10 @@ A point = one (problem, sde, solver label, schedule, t_end, final_denoise, nfe):
 bootstrap 95% CI where the seeds differ; at its resolution limit when at least half of its seeds are flagged
 ``<metric>_at_floor`` (rows without that column: :func:`sdebench.stats.at_floor` of the row against
 ``<metric>_null`` / ``<metric>_null_sd``, and exact metrics below float64 rounding).
+
+The consistency samplers (registry family ``consistency``) are drawn and tabulated but never ranked: their
+error is that of the consistency function they are given (on an analytic target the exact one, an oracle:
+zero error on a Gaussian whatever the NFE), not that of a sampling scheme, so they would win every budget.
 """
 
 from __future__ import annotations
@@ -218,7 +222,12 @@ def _overlap(a, b) -> bool:
            (math.isfinite(b["lo"]) and not math.isfinite(a["hi"]) and b["lo"] <= a["mean"])
 
 
+# never ranked: their error is that of the consistency function they are handed (an oracle on analytic targets)
+UNRANKED = frozenset(n for n, s in SOLVERS.items() if getattr(s, "family", "") == "consistency")
+
+
 def _ranked(bp: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    bp = bp[~bp["solver"].isin(UNRANKED)]
     resolved = bp[~bp["at_floor"]].sort_values(["mean", "label", "schedule"], kind="stable")
     return resolved, bp[bp["at_floor"]]
 
@@ -459,7 +468,9 @@ def md_table(df: pd.DataFrame) -> str:
 LEGEND = (f"Leaderboard cells: error = mean over seeds [bootstrap 95% CI over seeds, where the seeds differ]; "
           f"`{FLOOR_MARK}` = at the metric's resolution limit (`<metric>_at_floor` for at least half of the seeds): "
           "such a point is never picked as a winner nor used in an order fit. A configuration competes at NFE B "
-          "with its largest measured NFE in (2B/3, B] (named when it is not B). NFE to tolerance: log-log "
+          "with its largest measured NFE in (2B/3, B] (named when it is not B); the consistency samplers are not "
+          "ranked (their error is that of the consistency function they are given: the exact one, an oracle, on "
+          "analytic targets). NFE to tolerance: log-log "
           "interpolation between the measured points around the first crossing, never extrapolated.")
 
 

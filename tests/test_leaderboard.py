@@ -221,3 +221,18 @@ def test_figure_name_of_a_target_file_stays_in_figures(tmp_path):
     lines = leaderboard_lines(rows, out_dir=tmp_path, figures=True)
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["leaderboard_targets_my_t.json_w2_exact.png"]
     assert "![leaderboard targets/my t.json w2_exact](figures/leaderboard_targets_my_t.json_w2_exact.png)" in lines
+
+
+def test_consistency_samplers_are_never_ranked():
+    """An oracle consistency function has zero error on a Gaussian at every NFE: it must not win."""
+    import pandas as pd
+
+    from sdebench.leaderboard import points, winners_table
+
+    rows = []
+    for solver, err in (("consistency-ms", 1e-12), ("heun", 1e-2), ("euler", 1e-1)):
+        rows.append({"problem": "gauss1d", "sde": "vp", "solver": solver, "label": solver, "schedule": "uniform",
+                     "nfe": 10, "seed": 0, "status": "ok", "w2_exact": err, "t_end": 1e-3, "final_denoise": False})
+    p = points(pd.DataFrame(rows), "w2_exact")
+    w = winners_table(p, [10]).iloc[0]
+    assert w["best (solver / schedule)"] == "heun / uniform" and w["runner-up"] == "euler / uniform"
