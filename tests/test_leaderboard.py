@@ -236,3 +236,16 @@ def test_consistency_samplers_are_never_ranked():
     p = points(pd.DataFrame(rows), "w2_exact")
     w = winners_table(p, [10]).iloc[0]
     assert w["best (solver / schedule)"] == "heun / uniform" and w["runner-up"] == "euler / uniform"
+
+
+def test_points_judged_against_the_data_law_are_not_mixed_into_the_main_slice():
+    """Rows with reference = data (a final-denoise slice) differ from p_{t_end} rows of the same cell key."""
+    import pandas as pd
+
+    from sdebench.leaderboard import main_slice, points
+
+    rows = [{"problem": "gauss1d", "sde": "vp", "solver": "heun", "label": "heun", "schedule": "uniform", "nfe": 10,
+             "seed": 0, "status": "ok", "w2_exact": v, "t_end": 1e-3, "final_denoise": False, "reference": ref}
+            for v, ref in ((0.01, "t_end"), (0.5, "data"))]
+    p = main_slice(points(pd.DataFrame(rows), "w2_exact"))
+    assert len(p) == 1 and p["mean"].iloc[0] == 0.01 and p["reference"].iloc[0] == "t_end"
