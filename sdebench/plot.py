@@ -197,7 +197,7 @@ def seed_spread(dm: pd.DataFrame) -> str:
     """'spread' where the metric differs across seeds in some (problem, SDE, solver, NFE) cell (then a
     bootstrap CI over seeds means something), 'none' where every cell has >= 2 seeds with the same value
     (an exact metric of a deterministic output law), 'single' where every cell has one seed."""
-    keys = [k for k in ("problem", "sde", "label", "nfe") if k in dm.columns]
+    keys = [k for k in ("problem", "sde", "label", "schedule", "nfe") if k in dm.columns]
     g = dm.groupby(keys)["error"]
     n = g.count()
     if (n < 2).all():
@@ -282,8 +282,11 @@ def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str 
         sdes = list(dict.fromkeys(dm["sde"]))
         spread = seed_spread(dm)
         one_sde = len(sdes) == 1  # then no row facets: the SDE goes into the panel titles
+        # several schedules: one line per (solver, schedule), never a mean and a CI across schedules
+        style = "schedule" if "schedule" in dm.columns and dm["schedule"].nunique() > 1 else None
         g = sns.relplot(data=dm, x="nfe", y="error", hue="label", hue_order=[lb for lb in labels
                                                                                if lb in set(dm["label"])],
+                        style=style,
                         col="problem", row=None if one_sde else "sde", col_order=problems,
                         row_order=None if one_sde else sdes, kind="line",
                         estimator="mean", errorbar=("ci", 95) if spread == "spread" else None, n_boot=1000,
