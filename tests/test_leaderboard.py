@@ -206,12 +206,12 @@ def test_report_on_committed_quick_results(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "results.parquet"), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     lb = text[text.index("## Leaderboard"):text.index("## Per problem")]
-    for problem, metric in (("gauss1d", "w2_exact"), ("gauss-aniso16", "w2_exact"), ("gmm1d", "w2"),
-                            ("gmm2d-ring8", "sliced_w2")):
+    for problem, metric in (("gauss1d", "w2_exact"), ("gauss-aniso16", "w2_exact"), ("gmm1d", "path_err"),
+                            ("gmm2d-close", "path_err")):
         assert f"### {problem}: `{metric}`" in lb
         assert (out / "figures" / f"leaderboard_{problem}_{metric}.png").is_file()
-    # quick has NFE 6..96 (none of 5, 10, 20, 50 within 2/3): the table uses measured NFEs instead
-    assert "| 6 | vp |" in lb and "| 96 | vp |" in lb
+    # quick has NFE 5, 10, 20, 50, 100: the leaderboard's budgets 5, 10, 20, 50 are all measured
+    assert "| 5 | vp |" in lb and "| 50 | vp |" in lb and "| 100 | vp |" not in lb
     assert "Effect of t_end" not in lb and "VP vs VE" not in lb  # one t_end, one SDE: omitted
     assert "SDE vs ODE samplers" in lb
 
