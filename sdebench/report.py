@@ -196,9 +196,10 @@ def summary_text(df: pd.DataFrame) -> str:
     return "\n\n".join(blocks) + "\n\n" + SUMMARY_LEGEND
 
 
-SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the Monte Carlo floor (<metric>_null: the same statistic "
-                  "between two exact target samples), i.e. not resolved from sampling noise; exact metrics "
-                  "(w2_exact, kl_exact) have no floor; -: no cell")
+SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the metric's resolution limit (<metric>_null: for sampled "
+                  "metrics the Monte Carlo floor, the same statistic between exact target samples; for path_err "
+                  "the reference solve's own error), i.e. not resolved; exact metrics (w2_exact, kl_exact) have no "
+                  "limit; -: no cell")
 
 
 def leaderboard_section(df: pd.DataFrame, out_dir, figures: bool, nfe=None, tol=None,
