@@ -229,3 +229,13 @@ def test_floor_band_is_the_at_floor_rule_when_the_null_has_a_spread():
     assert np.isclose(lo, 0.10) and np.isclose(hi, 0.22)  # mean -/+ 2 sd of the independent target draws
     old = pd.DataFrame({"floor": [0.12, 0.21], "floor_sd": [np.nan, np.nan]})  # rows before <metric>_null_sd
     assert floor_band(old) == (0.12, 0.21)
+
+
+def test_two_schedules_of_one_seed_are_two_lines_not_a_spread():
+    """One seed on two schedules: the values differ by schedule, not by seed, so no CI is drawn across them
+    (the first quick-slice figure averaged the schedules and drew a band spanning them)."""
+    from sdebench.plot import seed_spread
+
+    rows = [{"problem": "gauss1d", "sde": "vp", "label": "heun", "schedule": s, "nfe": n, "error": e}
+            for s, f in (("uniform", 1.0), ("logsnr", 3.0)) for n, e in ((10, 0.1 * f), (20, 0.02 * f))]
+    assert seed_spread(pd.DataFrame(rows)) == "single"
