@@ -261,7 +261,7 @@ def run_cell(cfg: CellConfig, raise_config_errors: bool = True) -> dict:
         x0 = x0.to(torch.float64).cpu()
         ctx = MetricContext(cfg=cfg, problem=problem, sde=sde, spec=spec, options=options, grid=grid, t_end=t_end,
                             x_T=x_T, x0=x0, solver=run, make_model=lambda: _model(problem, sde, cfg), nfe=calls,
-                            model_nfe=model.nfe)
+                            model_nfe=model.nfe, noise=noise)
         if ctx.is_image:  # image problems: their own metrics (metrics/images.py), no floor flags
             row.update(compute_metrics(ctx))
             row.update(status="ok", error="")
