@@ -65,7 +65,7 @@ def brownian_increment(noise, grid, i: int):
         return dW
     if noise._stride != 1:
         raise ValueError("a differentiable-grid solve needs the noise's base grid to be the solver's grid")
-    return dW * (torch.sqrt(h) / math.sqrt(float(h)))
+    return dW * (torch.sqrt(h) / math.sqrt(float(h.detach())))
 
 
 def coefficients_at(sde, t) -> dict:
