@@ -24,7 +24,7 @@ import torch
 from sdebench.errors import ConfigError
 from sdebench.exact import output_gaussian
 from sdebench.metrics.density import init_moments
-from sdebench.metrics.gaussian import _sym
+from sdebench.metrics.gaussian import _sym, _x_minus_log1p
 from sdebench.metrics.nulls import lru_lookup
 from sdebench.metrics.resolve import _PATH_CACHE, PATH_PATHS, PATH_RTOL
 from sdebench.noise import NoiseSource
@@ -71,8 +71,6 @@ def w2_t(m1, S1, m2, S2) -> torch.Tensor:
 
 def kl_t(m1, S1, m2, S2) -> torch.Tensor:
     """:func:`sdebench.metrics.gaussian.kl` on tensors (the same operations, differentiable)."""
-    from sdebench.metrics.gaussian import _x_minus_log1p
-
     lam2, U2 = torch.linalg.eigh(_sym(S2))
     W = U2 / torch.sqrt(lam2)
     delta = torch.linalg.eigvalsh(_sym(W.T @ (S1 - S2) @ W))
