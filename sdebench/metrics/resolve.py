@@ -49,7 +49,7 @@ sd_p(phi_f),
 an estimate of max_f |E_q phi_f - E_ref phi_f| / sd_p(phi_f), where E_ref phi = E_p phi up to the reference's
 own error (the estimand of weak_err, whose sampling noise of x_T cancels here: the variance of d is that of the
 pathwise difference, not of phi under p). The reference: deterministic solvers, the dopri5 flow at rtol 1e-10
-(path_err's, first ``PATH_PATHS`` rows, shared by every grid and NFE); stochastic solvers, srk (SRA1, weak
+(as path_err's, but of all n rows; shared by every grid and NFE); stochastic solvers, srk (SRA1, weak
 order 2) with the exact score on the cell's Brownian path refined R times per base cell
 (:class:`sdebench.noise.RefinedNoise`: the sub-cell increments drawn conditionally on the coarse ones), R even
 and base steps x R >= ``CV_REF_MIN_STEPS``, all n rows, cached per (problem, SDE, schedule, seed, base grid):
@@ -60,7 +60,8 @@ tolerance; srk on the R/2 refinement of the same path), a conservative estimate 
 ref_err + max_f s_f (s_f the standard error of mean_i d_i,f); a value below 3 x that is flagged
 (``weak_err_cv_at_floor``), which is about the simultaneous 95% test that no test function's error differs
 from zero. How far below weak_err's floor it reaches depends on how close the solver's paths stay to the
-reference's: ODE solvers, to ~1e-6 at n = 512; SDE solvers, ~1e-2 at n = 4000, because a path that passes near
+reference's: ODE solvers, to about path_err / sqrt(n) (the mean of the pathwise differences cancels where
+their signs vary); SDE solvers, ~1e-2 at n = 4000, because a path that passes near
 a decision boundary between modes may end in a different mode than the reference's path (measured in
 docs/statistics.md). Cost: the test functions on 2n rows, plus the reference solves (amortised over a group).
 
@@ -455,8 +456,8 @@ def sde_reference(cond, sde, x_T, noise, key, min_steps: int = CV_REF_MIN_STEPS)
 def _weak_cv(ctx) -> dict:
     cfg, sde = ctx.cfg, ctx.sde
     key = (cfg.problem, repr(sde), float(ctx.t_end), cfg.init, int(cfg.seed), str(cfg.dtype))
-    if ctx.spec.deterministic(ctx.options):  # the reference flow (path_err's, shared), first PATH_PATHS rows
-        r = flow_reference(ctx.cond, sde, ctx.x_T, ctx.t_end, key)
+    if ctx.spec.deterministic(ctx.options):  # the reference flow of all n rows, shared by every grid and NFE
+        r = flow_reference(ctx.cond, sde, ctx.x_T, ctx.t_end, key, paths=ctx.x_T.shape[0])
         row = coupled_weak_err(ctx.x0, r.x, r.x_check, ctx.target)
         row["weak_err_cv_ref_steps"] = int(r.nfe)
         return row
