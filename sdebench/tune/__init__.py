@@ -69,7 +69,9 @@ def check_tune_option(solver: str, method: str, tune_option: str | None) -> None
 def tune(problem: str, sde: str, solver: str, nfe: int, objective: str, method: str, *, samples: int = 512,
          tune_seeds=(0,), heldout_seeds=(1, 2), budget: int = 300, init: str = "best", options: dict | None = None,
          t_end: float | None = None, candidates: int = 64, seed: int = 0, proxy: bool = True,
-         tune_option: str | None = None) -> dict:
+         tune_option: str | None = None, handcrafted: dict | None = None) -> dict:
+    """``handcrafted``: the ``handcrafted`` field of an earlier record for the same cell, objective and seeds
+    (reused instead of re-evaluating the four grids; benchmarks/tune_results.py runs several methods per cell)."""
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     check_tune_option(solver, method, tune_option)
@@ -87,6 +89,9 @@ def tune(problem: str, sde: str, solver: str, nfe: int, objective: str, method: 
     t0 = time.perf_counter()
     hand = {}
     for name in HANDCRAFTED:
+        if handcrafted is not None:
+            hand[name] = dict(handcrafted[name])
+            continue
         hand[name] = {"tune": obj.named(name, tune_seeds), "heldout": obj.named(name, heldout_seeds),
                       "t": [float(v) for v in make_grid(obj.sde, obj.steps, obj.t_end, name)]}
     best_hand = min(hand, key=lambda k: (hand[k]["tune"], k))
