@@ -3,6 +3,11 @@ them (in this process, torch single-threaded), and estimate the full sweep's cos
 
     python benchmarks/study_profile.py sweeps/paper.toml --every 59 --csv profile.csv   # profile (minutes)
     python benchmarks/study_profile.py sweeps/paper.toml --every 59 --csv profile.csv --fit-only
+    python benchmarks/study_profile.py sweeps/paper.toml --from-results results/paper/results.parquet --csv all.csv
+
+``--from-results``: no profiling; every cell of a finished sweep, its cost = the row's ``wall_s`` (sampling) +
+``metrics_s`` (metrics; a cached reference solve or null draw counted in the cell that paid it), wall time of the
+worker that ran it (on an idle machine, what the cell cost a core; cell set-up and the store write are not in it).
 
 Prints the estimated full cost (the sample's CPU seconds x k: every k-th cell of an expansion ordered by
 problem, SDE, schedule, solver and NFE is a systematic sample of every stratum; the first cell of each cache group
@@ -75,6 +80,30 @@ def profile(path: str, every: int, out: str) -> None:
                 f.flush()
     finally:
         runmod.compute_metrics = real
+
+
+def from_results(path: str, results: str, out: str) -> None:
+    """Write the --csv rows of every cell of a finished sweep from its results (see the module docstring)."""
+    import pandas as pd
+
+    from sdebench.solvers import get_solver
+    from sdebench.sweep import load_sweep
+
+    sw = load_sweep(path)
+    sw.cells()
+    df = pd.read_parquet(results)
+    if "metrics_s" not in df.columns:
+        raise SystemExit(f"{results} has no metrics_s column (rows written before it existed)")
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["block", "problem", "sde", "schedule", "solver", "family", "kind", "nfe", "samples",
+                    "metrics", "cpu_s", "wall_s", "solver_wall_s", "metric_cpu_s", "status", "warmup_s"])
+        for r in df.itertuples(index=False):
+            spec = get_solver(r.solver)
+            cost = float(r.wall_s) + float(r.metrics_s)
+            w.writerow([sw.block_of.get(r.cell_key, sw.name), r.problem, r.sde, r.schedule, r.solver, spec.family,
+                        r.kind, r.nfe, r.n_samples, "", f"{cost:.4f}", f"{cost:.4f}", f"{float(r.wall_s):.4f}",
+                        f"{float(r.metrics_s):.4f}", r.status, "0"])
 
 
 def _table(rows, key, every, total):
@@ -153,8 +182,12 @@ def main():
     p.add_argument("--csv", default="study_profile.csv")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fit-only", action="store_true", help="read --csv, do not profile")
+    p.add_argument("--from-results", metavar="PARQUET", help="every cell of a finished sweep (wall_s + metrics_s)")
     a = p.parse_args()
-    if not a.fit_only:
+    if a.from_results:
+        from_results(a.sweep, a.from_results, a.csv)
+        a.every = 1
+    elif not a.fit_only:
         profile(a.sweep, a.every, a.csv)
     report(a.csv, a.every, a.workers)
 

@@ -26,6 +26,10 @@ from .consistency import oracle_consistency
 __all__ = ["GaussianMixture"]
 
 
+def _grad(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
 class GaussianMixture:
     """A Gaussian mixture in R^d with full covariances."""
 
@@ -109,7 +113,10 @@ class GaussianMixture:
 
     @staticmethod
     def _coeffs(sde: ForwardSDE, t):
-        """(alpha_t, sigma_t^2) as floats, memoized per SDE instance and time (same values as unmemoized)."""
+        """(alpha_t, sigma_t^2) as floats, memoized per SDE instance and time (same values as unmemoized); a time
+        that requires grad (a differentiable-grid solve) gives 0-d tensors carrying its gradient, not memoized."""
+        if _grad(t):
+            return sde.alpha(t.to(torch.float64)), sde.sigma2(t.to(torch.float64))
         key = float(t)
         memo = sde.__dict__.setdefault("_sdebench_gmm", {}) if hasattr(sde, "__dict__") else None
         if memo is not None and key in memo:
@@ -147,7 +154,7 @@ class GaussianMixture:
         P = self._params(x.dtype, x.device)
         a, s2, ic, amu_ic, const = self._diag_terms(P, sde, t, x.dtype, x.device)
         # softmax over K written out: torch.softmax over a short last dimension is ~2x slower on CPU
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled() and (x.requires_grad or _grad(t)):
             logits = torch.addmm(torch.addmm(const, x * x, ic.T, alpha=-0.5), x, amu_ic.T)
             e = torch.exp(logits - logits.detach().amax(-1, keepdim=True))
             return P, a, s2, ic, amu_ic, e / e.sum(-1, keepdim=True)
@@ -162,7 +169,7 @@ class GaussianMixture:
         (SDE class and parameters, t, dtype, device), so a repeated grid computes them once."""
         key = None
         params = getattr(sde, "params", None)
-        if callable(params):
+        if callable(params) and not _grad(t):
             key = (type(sde), tuple(sorted(params().items())), float(getattr(sde, "T", 0.0)), float(t), dtype,
                    str(device))
             memo = self._cache.setdefault("diag_terms", {})
@@ -185,7 +192,7 @@ class GaussianMixture:
         if self.diagonal and x.ndim == 2:
             # score = -sum_k r_k (x - a mu_k) / c_k = r @ (a mu / c) - x * (r @ (1 / c))
             P, a, s2, ic, amu_ic, r = self._diag(x, t, sde)
-            if torch.is_grad_enabled() and x.requires_grad:
+            if torch.is_grad_enabled() and (x.requires_grad or _grad(t)):
                 return r @ amu_ic - x * (r @ ic)
             return (r @ amu_ic).sub_((r @ ic).mul_(x))
         P, a, s2, c, y, logits = self._core(x, t, sde)
@@ -200,7 +207,7 @@ class GaussianMixture:
         if self.diagonal and x.ndim == 2:
             # sum_k r_k [mu_k + (a l_k / c_k)(x - a mu_k)] = x * (r @ (a l / c)) + r @ (mu s^2 / c): no cancellation
             P, a, s2, ic, amu_ic, r = self._diag(x, t, sde)
-            if torch.is_grad_enabled() and x.requires_grad:
+            if torch.is_grad_enabled() and (x.requires_grad or _grad(t)):
                 return x * (r @ (a * P["lam"] * ic)) + r @ (P["mu"] * (s2 * ic))
             return (r @ (a * P["lam"] * ic)).mul_(x).add_(r @ (P["mu"] * (s2 * ic)))
         P, a, s2, c, y, logits = self._core(x, t, sde)

@@ -103,6 +103,27 @@ def _serial_loop(tasks, store: Store, retries: int, sweep: str, progress) -> dic
     return counts
 
 
+def _group(cfg) -> tuple:
+    """The cells that share per-process caches (reference solves, nulls): same problem, SDE, schedule, seed."""
+    return (cfg.problem, cfg.sde, cfg.schedule, cfg.seed, cfg.t_end, cfg.init, cfg.dtype, cfg.crn_steps)
+
+
+def _affinity(client, tasks: list, n: int) -> dict:
+    """On a local cluster of n > 1 CPU workers: group -> [worker address], groups dealt round-robin in order of
+    first appearance, so a group's cached reference solves are computed by one worker; the restriction is
+    loose (``allow_other_workers``), so Dask's work stealing still balances the load."""
+    if n <= 1 or any(cfg.device.startswith("cuda") for _, cfg, _ in tasks):
+        return {}
+    client.wait_for_workers(n)
+    addrs = sorted(client.scheduler_info()["workers"])
+    home: dict = {}
+    for _, cfg, _ in tasks:
+        g = _group(cfg)
+        if g not in home:
+            home[g] = [addrs[len(home) % len(addrs)]]
+    return home
+
+
 def execute(tasks: list, store: Store, *, workers: int | None = None, scheduler: str | None = None,
             retries: int = 2, sweep: str = "", progress=None, connect_timeout: str = "30s") -> dict:
     """Run ``tasks`` (``(key, CellConfig, label)`` triples) and write each to ``store``.
@@ -132,12 +153,15 @@ def execute(tasks: list, store: Store, *, workers: int | None = None, scheduler:
     root = str(store.root.resolve())
     counts: dict = {}
     try:
+        home = _affinity(client, tasks, n if cluster is not None else 0)
         futures = {}
         for key, cfg, label in tasks:
             d = config_to_dict(cfg)
             res = {"GPU": 1} if cfg.device.startswith("cuda") else None
+            where = home.get(_group(cfg))
             fut = client.submit(run_and_store, d, key, root, label, sweep, key=f"cell-{key}", pure=False,
-                                retries=retries, resources=res)
+                                retries=retries, resources=res, workers=where,
+                                allow_other_workers=where is not None)
             futures[fut] = (key, d, label)
         for fut in as_completed(futures):
             key, d, label = futures[fut]

@@ -76,16 +76,18 @@ def _law_one_pass(spec, make_model, sde, grid, m_T, P_T, nfe, options, base_grid
     x = m_T.expand(2 * d + 1, d).clone()
     x[1:d + 1] += torch.eye(d, dtype=torch.float64)
     noise = GradNoise(2 * d + 1, (d,), base_grid=base_grid)
+    graph = grid.requires_grad  # a differentiable grid: the law keeps the gradient in the grid (double backward)
     try:
         with torch.enable_grad():
             out = spec.sample(make_model(), x, grid, sde, noise, nfe=nfe, **options)
             leaves = list(noise.leaves.values())
             if leaves and not out.requires_grad:
                 return None
-            grads = torch.autograd.grad(out[d + 1:].diagonal().sum(), leaves, allow_unused=True) if leaves else []
+            grads = torch.autograd.grad(out[d + 1:].diagonal().sum(), leaves, allow_unused=True,
+                                        create_graph=graph) if leaves else []
     except RuntimeError:
         return None
-    out = out.detach()
+    out = out if graph else out.detach()
     mean = out[0]
     A = (out[1:d + 1] - mean).T
     cov = A @ P_T @ A.T
@@ -103,6 +105,9 @@ def output_gaussian(spec, make_model, sde, grid, m_T, P_T, nfe=None, options=Non
     ``make_model()`` returns a fresh :class:`Model` (float64). ``base_grid`` is the noise base grid
     (common random numbers); it does not change the law, only which draws are summed. ``method``:
     "grad" (reverse mode, falling back to the probe) or "probe" (one-hot probes only).
+
+    A ``grid`` that requires grad (a solver declared ``differentiable_grid``) gives a mean and covariance that
+    carry its gradient (:mod:`sdebench.tune.autodiff`); call it with grad mode enabled.
     """
     if method not in ("grad", "probe"):
         raise ValueError(f"method must be 'grad' or 'probe', got {method!r}")

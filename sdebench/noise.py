@@ -24,7 +24,8 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["NoiseSource", "ProbeNoise", "CountingNoise", "GradNoise", "BLOCK", "GENERATORS", "counter_normal"]
+__all__ = ["NoiseSource", "RefinedNoise", "ProbeNoise", "CountingNoise", "GradNoise", "BLOCK", "GENERATORS",
+           "counter_normal"]
 
 BLOCK = 256
 
@@ -268,3 +269,82 @@ class GradNoise(NoiseSource):
             leaf = self.leaves[key] = torch.zeros((self.n, *self.event_shape), dtype=self.dtype,
                                                   device=self.device, requires_grad=True)
         return leaf.clone()  # callers scale draws in place
+
+
+class RefinedNoise(NoiseSource):
+    """The Brownian path of ``coarse`` (a :class:`NoiseSource` whose base grid is set) on a grid that splits
+    each of its base cells into ``refine`` equal sub-cells, by conditional (bridge) sampling.
+
+    Per base cell [s_a, s_a + h] of the coarse path, (dW, J) with J = int (s - s_a) dW_s are the coarse
+    source's own draws (the values every solver on the coarse grids sees). The sub-cells' pairs
+    (w_r, J_r), r = 0..R-1, are drawn from their law conditional on those two sums: an unconditional draw v'
+    (keys ``("bm-fine-w", b, r)``, ``("bm-fine-h", b, r)``) corrected by Matheron's rule
+    v = v' + C A^T (A C A^T)^(-1) (c - A v'), with C the sub-cells' covariance (per cell width u:
+    Var w = u, Cov(w, J) = u^2/2, Var J = u^3/3), A the map to the coarse pair (dW = sum w_r,
+    J = sum J_r + o_r w_r, o_r the sub-cell's offset from s_a) and c the coarse pair; all in units of the
+    base cell (times / h), where the 2 x 2 system is well conditioned. The result is a Brownian path on the
+    fine grid whose sums over the coarse cells are the coarse path, to rounding: a solver on the fine grid
+    (or on any grid every k-th point of it) and a solver on the coarse grid are driven by one path.
+
+    Only the Brownian keys are refined; other streams (``normal(...)``) are the coarse source's own draws.
+    """
+
+    def __init__(self, coarse: NoiseSource, refine: int):
+        if coarse.base_grid is None:
+            raise ValueError("RefinedNoise needs a coarse source with its base grid set")
+        if int(refine) < 1:
+            raise ValueError(f"refine must be >= 1, got {refine}")
+        R = int(refine)
+        base = coarse.base_grid
+        frac = torch.arange(R, dtype=torch.float64) / R
+        h = base[:-1] - base[1:]
+        fine = torch.cat([(base[:-1, None] - frac[None, :] * h[:, None]).reshape(-1), base[-1:]])
+        super().__init__(coarse.seed, coarse.n, coarse.event_shape, dtype=torch.float64, device="cpu",
+                         base_grid=fine, generator=coarse.generator)
+        self.coarse, self.refine = coarse, R
+        self._memo = (None, None)
+        u = torch.full((R,), 1.0 / R, dtype=torch.float64)  # sub-cell widths / h
+        o = frac  # offsets / h
+        cov_v = torch.zeros(2 * R, 2 * R, dtype=torch.float64)
+        idx = torch.arange(R)
+        cov_v[idx, idx] = u
+        cov_v[idx, R + idx] = cov_v[R + idx, idx] = u**2 / 2
+        cov_v[R + idx, R + idx] = u**3 / 3
+        A = torch.zeros(2, 2 * R, dtype=torch.float64)
+        A[0, :R] = 1.0
+        A[1, :R] = o
+        A[1, R:] = 1.0
+        self._A = A
+        self._gain = cov_v @ A.T @ torch.linalg.inv(A @ cov_v @ A.T)  # (2R, 2)
+        self._u = u
+
+    def _cell_pairs(self, b: int):
+        """(w, J) of the R sub-cells of base cell b, each (R, n, *event) in units of the base cell."""
+        if self._memo[0] == b:
+            return self._memo[1]
+        c = self.coarse
+        xi_w = c.standard_normal(("bm-w", b)).to(torch.float64).cpu()
+        xi_h = c.standard_normal(("bm-h", b)).to(torch.float64).cpu()
+        # the coarse pair in units of h: dW / sqrt(h) = xi_w, J / h^1.5 = xi_w / 2 + xi_h / sqrt(12)
+        cW, cJ = xi_w, 0.5 * xi_w + xi_h / math.sqrt(12.0)
+        R, u = self.refine, self._u
+        a = torch.stack([super(RefinedNoise, self).standard_normal(("bm-fine-w", b, r)) for r in range(R)])
+        e = torch.stack([super(RefinedNoise, self).standard_normal(("bm-fine-h", b, r)) for r in range(R)])
+        shape = (R,) + (1,) * (a.dim() - 1)
+        w = a * u.sqrt().reshape(shape)
+        J = 0.5 * u.reshape(shape) * w + (u**3 / 12).sqrt().reshape(shape) * e
+        v = torch.cat([w, J])  # (2R, n, ...)
+        res = torch.stack([cW, cJ]) - torch.einsum("kr,r...->k...", self._A, v)
+        v = v + torch.einsum("rk,k...->r...", self._gain, res)
+        self._memo = (b, (v[:R], v[R:]))
+        return self._memo[1]
+
+    def standard_normal(self, key: tuple) -> torch.Tensor:
+        if len(key) == 2 and key[0] in ("bm-w", "bm-h"):
+            b, r = divmod(int(key[1]), self.refine)
+            w, J = self._cell_pairs(b)
+            u = float(self._u[r])
+            if key[0] == "bm-w":
+                return w[r] / math.sqrt(u)
+            return (J[r] - 0.5 * u * w[r]) / math.sqrt(u**3 / 12.0)
+        return self.coarse.standard_normal(key).to(torch.float64).cpu()

@@ -158,6 +158,10 @@ def _provenance(df: pd.DataFrame) -> list[str]:
         lines.append(f"- samples per cell: {', '.join(map(str, sorted(df['n_samples'].dropna().unique())))}")
     if "wall_s" in df.columns:
         lines.append(f"- sampler wall time summed over cells: {pd.to_numeric(df['wall_s']).sum():.1f} s")
+    if "metrics_s" in df.columns:
+        ms = pd.to_numeric(df["metrics_s"], errors="coerce")
+        lines.append(f"- metrics wall time summed over cells: {ms.sum():.1f} s (cached reference solves and null draws "
+                     "counted in the cell that paid them)")
     return lines
 
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tomllib
@@ -118,7 +118,7 @@ class Sweep:
     dtype: str = "float64"
     device: str = "cpu"
     reference: str = "t_end"
-    crn: bool = True
+    crn: bool | str = True  # True: one base grid per solver; "shared": one per problem x SDE x schedule
     skip_incompatible: bool = False
     description: str = ""
     metrics_by_problem: dict = field(default_factory=dict)
@@ -263,6 +263,27 @@ def expand(request: Sweep) -> list[tuple[str, CellConfig, str]]:
                             for seed in seeds:
                                 cfg = self._config(problem, sde, sched, entry, nfe, seed, crn, w)
                                 out.append((cell_key(cfg), cfg, entry.display()))
+    if self.crn == "shared":
+        out = _share_crn(out)
+    return out
+
+
+def _share_crn(cells: list) -> list:
+    """``crn = "shared"``: every cell of one (problem, SDE, schedule, t_end, T) group gets the least common
+    multiple of the group's base grids (when it is at most 4096 steps): every solver and NFE of the group
+    then sees one Brownian path, so a reference solve on it (weak_err_cv) is shared by all of them."""
+    groups: dict = {}
+    for _, cfg, _ in cells:
+        if cfg.crn_steps:
+            groups.setdefault((cfg.problem, cfg.sde, cfg.schedule, cfg.t_end, cfg.T), []).append(cfg.crn_steps)
+    base = {g: crn_base_steps(v) for g, v in groups.items()}
+    out = []
+    for key, cfg, label in cells:
+        b = base.get((cfg.problem, cfg.sde, cfg.schedule, cfg.t_end, cfg.T)) if cfg.crn_steps else None
+        if b and b != cfg.crn_steps:
+            cfg = replace(cfg, crn_steps=b)
+            key = cell_key(cfg)
+        out.append((key, cfg, label))
     return out
 
 
@@ -418,7 +439,9 @@ def parse_sweep(data: dict, source: str = "<sweep>") -> Sweep:
     for key in ("init", "dtype", "device", "reference"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{_where(source, key)} must be a string, got {data[key]!r}")
-    for key in ("crn", "skip_incompatible", "final_denoise", "cfg_batched", "gaussian_analogue"):
+    if "crn" in data and data["crn"] not in (True, False, "shared"):
+        raise ConfigError(f"{_where(source, 'crn')} must be true, false or \"shared\", got {data['crn']!r}")
+    for key in ("skip_incompatible", "final_denoise", "cfg_batched", "gaussian_analogue"):
         if key in data and not isinstance(data[key], bool):
             raise ConfigError(f"{_where(source, key)} must be true or false, got {data[key]!r}")
     guided = _guided(data, source)

@@ -1,6 +1,16 @@
-"""Scalar coefficients of the SDE on the (CPU, float64) grid, as Python floats: no device syncs."""
+"""Scalar coefficients of the SDE on the (CPU, float64) grid, as Python floats: no device syncs.
+
+Differentiable grids: a solver registered with ``differentiable_grid=True`` takes a grid tensor that requires
+grad (``sdebench tune --method gradient`` backpropagates through the solver's own code). For such a grid
+:func:`coefficients_at` returns 0-d tensors of the grid's time (no float cast, no memo) and the solver writes its
+scalar arithmetic with :func:`expm1`, :func:`exp`, :func:`sqrt` and :func:`step_size`, which call the ``math``
+function on a float and the ``torch`` one on a tensor: on an ordinary grid (no grad) every value is computed
+by exactly the same float operations as before.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -23,10 +33,50 @@ def _cache(sde, name: str) -> dict | None:
     return c
 
 
+def requires_grad(t) -> bool:
+    """True for a time (or grid) tensor that carries a gradient (a differentiable-grid solve)."""
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+def expm1(v):
+    return torch.expm1(v) if isinstance(v, torch.Tensor) else math.expm1(v)
+
+
+def exp(v):
+    return torch.exp(v) if isinstance(v, torch.Tensor) else math.exp(v)
+
+
+def sqrt(v):
+    return torch.sqrt(v) if isinstance(v, torch.Tensor) else math.sqrt(v)
+
+
+def step_size(grid, i: int):
+    """grid[i] - grid[i + 1]: a float, or a 0-d tensor on a grid that requires grad."""
+    h = grid[i] - grid[i + 1]
+    return h if requires_grad(h) else float(h)
+
+
+def brownian_increment(noise, grid, i: int):
+    """``noise.dW(i)``; on a grid that requires grad, times sqrt(h_i) / sqrt(float(h_i)) (the value 1.0 exactly)
+    so that it carries the gradient of sqrt(h_i) z in the grid (the noise's base grid must be the grid)."""
+    dW = noise.dW(i)
+    h = grid[i] - grid[i + 1]
+    if not requires_grad(h):
+        return dW
+    if noise._stride != 1:
+        raise ValueError("a differentiable-grid solve needs the noise's base grid to be the solver's grid")
+    return dW * (torch.sqrt(h) / math.sqrt(float(h.detach())))
+
+
 def coefficients_at(sde, t) -> dict:
     """Scalar coefficients at time t. Memoized per SDE instance and time: a sampling loop re-running
     the same grid (benchmarks, sweeps, CRN studies) pays the half dozen small tensor evaluations once.
-    The values are computed exactly as without the memo (float64 tensor of the same time)."""
+    The values are computed exactly as without the memo (float64 tensor of the same time).
+    A time that requires grad gives 0-d tensors carrying its gradient (not memoized)."""
+    if requires_grad(t):
+        t = t.to(torch.float64)
+        return {"t": t, "alpha": sde.alpha(t), "sigma": sde.sigma(t), "f": sde.f(t), "g2": sde.g2(t),
+                "lam": sde.lambda_(t)}
     key = float(t)
     c = _cache(sde, "_sdebench_at")
     hit = None if c is None else c.get(key)

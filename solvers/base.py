@@ -80,6 +80,9 @@ class SolverSpec:
     paper: str = ""
     strong_order: float | None = None
     adaptive: bool = False  # NFE chosen by the method (counted, not requested)
+    # the output carries the gradient of a grid tensor that requires grad (its scalar coefficients through
+    # solvers/_common.py's tensor path): ``sdebench tune --method gradient`` backpropagates through it
+    differentiable_grid: bool = False
     sdes: tuple[str, ...] | None = None  # SDEs it applies to; None = every SDE
     schedules: tuple[str, ...] | None = None  # schedules (time grids) it applies to; None = every schedule
     steps_for_nfe_fn: Callable[[int], int] | None = None
@@ -275,6 +278,7 @@ def register(
     paper: str = "",
     strong_order: float | None = None,
     adaptive: bool = False,
+    differentiable_grid: bool = False,
     sdes: tuple[str, ...] | None = None,
     schedules: tuple[str, ...] | None = None,
     steps_for_nfe: Callable[[int], int] | None = None,
@@ -291,7 +295,8 @@ def register(
     per_step: tuple[str, ...] = (),
 ):
     """Decorator: register ``fn`` as solver ``name``. Keyword arguments of ``fn`` after ``noise``
-    (other than ``nfe``) become its options, with their defaults.
+    (other than ``nfe``) become its options, with their defaults. ``differentiable_grid``: the solver's output
+    carries the gradient of a grid that requires grad (solvers/_common.py).
 
     ``order`` is verified by tests/test_registry_orders.py as declared by ``order_check`` (one of
     :data:`ORDER_CHECKS`; default "exact": exact-W2 slope on gauss1d over the budgets ``order_nfe`` on the
@@ -339,6 +344,7 @@ def register(
             paper=paper,
             strong_order=strong_order,
             adaptive=adaptive,
+            differentiable_grid=bool(differentiable_grid),
             sdes=sdes,
             schedules=None if schedules is None else tuple(schedules),
             steps_for_nfe_fn=steps_for_nfe,

@@ -26,7 +26,7 @@ import torch
 
 from sdebench.errors import ConfigError
 
-from ._common import coefficients_at, ends_at_zero
+from ._common import coefficients_at, ends_at_zero, expm1
 from .base import register
 
 _PAPER1 = "Lu et al. 2022 (DPM-Solver)"
@@ -207,7 +207,7 @@ def _pp_update(x, s, t, ms, lams, k, c3=2.0):
     and diffusers reference code use -alpha_t phi_3 (``c3 = 1``), which leaves an O(h^3) local error.
     """
     h = t["lam"] - s["lam"]
-    em1 = math.expm1(-h)  # e^{-h} - 1
+    em1 = expm1(-h)  # e^{-h} - 1
     m0 = ms[-1]
     out = (t["sigma"] / s["sigma"]) * x - t["alpha"] * em1 * m0
     if k == 1:
@@ -240,7 +240,7 @@ def _multistep(model, x, grid, sde, order, lower_order_final, coeff="taylor"):
 
 
 @register("dpm-solver++2m", kind="ode", order=2, nfe_per_step=1, family="DPM-Solver", paper=_PAPER2,
-          order_nfe=(40, 80, 160))
+          order_nfe=(40, 80, 160), differentiable_grid=True)
 def dpm_solver_pp2m(model, x, grid, sde, noise, lower_order_final: bool = False):
     """DPM-Solver++(2M), multistep, data prediction. Order 2, 1 NFE per step.
 
@@ -253,7 +253,7 @@ def dpm_solver_pp2m(model, x, grid, sde, noise, lower_order_final: bool = False)
 
 # on a uniform-logSNR grid 3M superconverges on a Gaussian (measured 4); the Karras grid shows its order 3
 @register("dpm-solver++3m", kind="ode", order=3, nfe_per_step=1, family="DPM-Solver", paper=_PAPER2,
-          order_grid="edm", order_nfe=(40, 80, 160))
+          order_grid="edm", order_nfe=(40, 80, 160), differentiable_grid=True)
 def dpm_solver_pp3m(model, x, grid, sde, noise, lower_order_final: bool = False, coeff: str = "taylor"):
     """DPM-Solver++(3M), multistep, data prediction. Order 3, 1 NFE per step.
 

@@ -6,22 +6,21 @@ probability-flow velocity is v(x, t) = f(t) x - g(t)^2 / 2 * score(x, t); lambda
 
 from __future__ import annotations
 
-import math
-
 from sdebench.errors import ConfigError
 
-from ._common import coefficients_at, pf_drift
+from ._common import coefficients_at, expm1, pf_drift, sqrt, step_size
 from .base import Rule, register
 
 
-@register("euler", kind="ode", order=1, nfe_per_step=1, family="ODE", paper="Song et al. 2021 (probability flow)")
+@register("euler", kind="ode", order=1, nfe_per_step=1, family="ODE", paper="Song et al. 2021 (probability flow)",
+          differentiable_grid=True)
 def euler(model, x, grid, sde, noise):
     """Euler on the probability-flow ODE: x_{i+1} = x_i - h_i v(x_i, t_i). Order 1, 1 NFE per step.
 
     The model is only evaluated at the left point of each step, so a grid ending at t = 0 (sigma = 0)
     needs nothing special."""
     for i in range(len(grid) - 1):
-        h = float(grid[i] - grid[i + 1])
+        h = step_size(grid, i)
         x = x - pf_drift(model, sde, x, grid[i]).mul_(h)
     return x
 
@@ -39,6 +38,7 @@ def _heun_nfe(steps, grid):
     family="ODE",
     paper="Karras et al. 2022 (EDM, Alg. 1)",
     nfe_for_steps=_heun_nfe,
+    differentiable_grid=True,
 )
 def heun(model, x, grid, sde, noise):
     """Heun (explicit trapezoid) on the probability-flow ODE, EDM style. Order 2, 2 NFE per step.
@@ -48,10 +48,10 @@ def heun(model, x, grid, sde, noise):
     steps cost 2N - 1 NFE on such a grid.
     """
     for i in range(len(grid) - 1):
-        h = float(grid[i] - grid[i + 1])
+        h = step_size(grid, i)
         d = pf_drift(model, sde, x, grid[i])
         x_pred = x - h * d
-        if float(grid[i + 1]) == 0.0:
+        if grid[i + 1] == 0.0:
             x = x_pred
             continue
         d2 = pf_drift(model, sde, x_pred, grid[i + 1])
@@ -70,7 +70,8 @@ def per_step_values(value, steps: int, solver: str, name: str) -> list:
 
 
 @register("ddim", kind="ode", order=1, nfe_per_step=1, family="DDIM", paper="Song, Meng & Ermon 2021 (DDIM)",
-          deterministic=Rule("iff eta = 0", lambda o: o["eta"] == 0), per_step=("eta",))
+          deterministic=Rule("iff eta = 0", lambda o: o["eta"] == 0), differentiable_grid=True,
+          per_step=("eta",))
 def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     """DDIM: x_t = alpha_t x0 + sqrt(sigma_t^2 - s^2) eps + s z, s = eta sigma_t sqrt(1 - e^{-2h}).
 
@@ -94,8 +95,8 @@ def ddim(model, x, grid, sde, noise, eta: float = 0.0):
         x0 = model.x0(x, grid[i])
         eps = (x - x0 * s["alpha"]).div_(s["sigma"])
         h = t["lam"] - s["lam"]
-        s_noise = eta * t["sigma"] * math.sqrt(-math.expm1(-2 * h))
-        x = (x0 * t["alpha"]).add_(eps.mul_(math.sqrt(t["sigma"] ** 2 - s_noise**2)))
-        if eta > 0:
-            x = x + s_noise * noise.dW(i) / math.sqrt(float(grid[i] - grid[i + 1]))
+        s_noise = eta * t["sigma"] * sqrt(-expm1(-2 * h))
+        x = (x0 * t["alpha"]).add_(eps.mul_(sqrt(t["sigma"] ** 2 - s_noise**2)))
+        if eta > 0:  # z = dW / sqrt(h) is a standard normal: it does not depend on the grid
+            x = x + s_noise * noise.dW(i) / sqrt(step_size(grid.detach(), i))
     return x

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import coefficients_at, ei_score_coeff
+from ._common import brownian_increment, coefficients_at, ei_score_coeff, sqrt, step_size
 from .base import register
 
 
@@ -22,6 +22,7 @@ from .base import register
     family="SDE",
     paper="Maruyama 1955; Song et al. 2021 (reverse SDE)",
     order_grid="uniform",
+    differentiable_grid=True,
 )
 def em(model, x, grid, sde, noise):
     """Euler-Maruyama on the reverse SDE: x_{i+1} = x_i - h_i [f x_i - g^2 s(x_i, t_i)] + g(t_i) dW_i.
@@ -31,10 +32,10 @@ def em(model, x, grid, sde, noise):
     """
     for i in range(len(grid) - 1):
         c = coefficients_at(sde, grid[i])
-        h = float(grid[i] - grid[i + 1])
+        h = step_size(grid, i)
         # x - h (f x - g2 s) + g dW, the same roundings with 4 batch-sized temporaries instead of 7
         drift = (x * c["f"]).sub_(model.score(x, grid[i]) * c["g2"])
-        x = (x - drift.mul_(h)).add_(noise.dW(i) * math.sqrt(c["g2"]))
+        x = (x - drift.mul_(h)).add_(brownian_increment(noise, grid, i) * sqrt(c["g2"]))
     return x
 
 

@@ -232,3 +232,21 @@ def test_known_violations_are_still_there():  # fixed debts leave the lists
     clean = sorted(m for m in KNOWN_LAZY_MODULES if m in edges and not any(_waived(v) and v.split()[1] == m
                                                                             for v in found))
     assert not clean, "no function-level first-party import left, remove from KNOWN_LAZY_MODULES: " + ", ".join(clean)
+
+
+def test_every_subpackage_is_installed_by_a_non_editable_install():
+    """`pip install .` installs only the packages pyproject lists: every folder of the source tree with an
+    __init__.py must be among them (sdebench.tune was missing: `sdebench` failed to start after `pip install .`)."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(cfg["packages"])
+    dirs = {v: k for k, v in cfg["package-dir"].items()}
+    found = set()
+    for init in ROOT.glob("**/__init__.py"):
+        rel = init.parent.relative_to(ROOT)
+        top = str(rel.parts[0])
+        if top not in dirs or any(p.startswith(".") or p in ("build", "tests") for p in rel.parts):
+            continue
+        found.add(".".join([dirs[top], *rel.parts[1:]]))
+    assert found <= listed, sorted(found - listed)

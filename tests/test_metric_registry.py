@@ -14,7 +14,8 @@ from sdebench.metrics.registry import METRICS, Metric, register_metric, unregist
 from sdebench.run import CellConfig, run_cell
 
 CANONICAL = ["w2_exact", "kl_exact", "tv_exact", "w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd", "sinkhorn",
-             "mode_mass", "fd", "sliced_w2_data", "png", "class_mass", "path_err", "weak_err", "strong_err"]
+             "mode_mass", "fd", "sliced_w2_data", "png", "class_mass", "path_err", "weak_err", "weak_err_cv",
+             "strong_err"]
 
 
 def test_every_metric_declares_description_label_kind_and_columns():
@@ -29,7 +30,8 @@ def test_every_metric_declares_description_label_kind_and_columns():
     # the metrics with a Monte Carlo floor write <name>_null; the exact-law ones are exact
     assert {n for n, m in METRICS.items() if m.has_null} == {"w1", "w2", "sliced_w2", "emd_w2", "kl", "tv", "mmd",
                                                              "sinkhorn", "mode_mass", "fd", "sliced_w2_data",
-                                                             "class_mass", "path_err", "weak_err", "strong_err"}
+                                                             "class_mass", "path_err", "weak_err", "weak_err_cv",
+                                                             "strong_err"}
     assert METRICS["w2_exact"].exact and METRICS["kl_exact"].exact
 
 

@@ -101,7 +101,7 @@ def _sweep_file(tmp_path, out):
 
 
 def _values(out):
-    df = pd.read_parquet(out / "results.parquet").drop(columns=["wall_s"])
+    df = pd.read_parquet(out / "results.parquet").drop(columns=["wall_s", "metrics_s"], errors="ignore")
     return df.sort_values("cell_key").reset_index(drop=True)
 
 

@@ -242,7 +242,7 @@ TUNE = ["tune", "--problem", "gauss-aniso16", "--solver", "heun", "--nfe", "6", 
     (["--objective", "w9", "--method", "gradient"], "unknown objective 'w9'"),
     (["--objective", "sliced_w2", "--method", "gradient"], "'sliced_w2' is not differentiable in the grid"),
     (["--objective", "w2_exact", "--method", "dp", "--schedule", "cosine"], "unknown initial schedule 'cosine'"),
-    (["--objective", "w2_exact", "--method", "gradient", "--budget", "4"], "below one gradient step"),
+    (["--objective", "w2_exact", "--method", "gradient", "--budget", "1"], "below one gradient step"),
 ])
 def test_tune_bad_input_is_one_line(tmp_path, capsys, extra, match):
     _fails(capsys, TUNE + extra + ["--out", str(tmp_path / "g.json")], match)

@@ -86,8 +86,10 @@ def main(args) -> int:
     rec["command"] = command_line(args)
     path = write_text(args.out, json.dumps(rec, indent=1) + "\n")  # a failed write is saved to a fallback file
     m = rec["objective"]
+    how = rec["method_details"].get("gradient")  # method gradient: "autograd" or "finite-difference"
     print(f"{rec['solver']} NFE {rec['nfe']} ({rec['steps']} steps) on {rec['problem']}, objective {m}, "
-          f"method {rec['method']}: {rec['evaluations']} evaluations, {rec['wall_s']:.1f} s")
+          f"method {rec['method']}" + (f" ({how} gradient)" if how else "")
+          + f": {rec['evaluations']} evaluations, {rec['wall_s']:.1f} s")
     print(f"{'grid':<12} {'tune':>12} {'held-out':>12}")
     for name, v in rec["handcrafted"].items():
         mark = " (best hand-crafted)" if name == rec["best_handcrafted"] else ""

@@ -89,7 +89,8 @@ class MetricContext:
     judged against (p_{t_end} or p_0, of the class for guided cells); ``cond``: the law x_T was drawn from
     at T (the problem, or its class-c sub-mixture); ``solver``: the spec as run (with the final denoise when
     on); ``make_model``: a fresh counted model of the cell; ``nfe``: the solver's model-call budget;
-    ``model_nfe``: what the sampling run's counter measured; ``cache``: computations shared by metrics."""
+    ``model_nfe``: what the sampling run's counter measured; ``cache``: computations shared by metrics;
+    ``noise``: the cell's noise source."""
 
     cfg: Any
     problem: Any
@@ -107,6 +108,7 @@ class MetricContext:
     nfe: int | None = None
     model_nfe: int | None = None
     cache: dict = field(default_factory=dict)
+    noise: Any = None  # the cell's NoiseSource after the sampling run (its Brownian path: weak_err_cv)
 
     @property
     def is_image(self) -> bool:

@@ -39,6 +39,31 @@ over NFE is smooth where its samples are: the same seed gives the same x_T for e
 Brownian path where the sweep's CRN base grid holds every step count (``crn_base_steps``; see
 docs/statistics.md for which solver kinds that covers).
 
+**Coupled weak error: ``weak_err_cv``** (any solver, analytic targets, unguided, reference = t_end). The same
+test functions, against the reference solve of the exact dynamics from the same x_T and, for stochastic
+solvers, the same Brownian path, row by row (a control variate): with d_i,f = (phi_f(x_i) - phi_f(x_ref,i)) /
+sd_p(phi_f),
+
+    weak_err_cv = max_f |mean_i d_i,f|,
+
+an estimate of max_f |E_q phi_f - E_ref phi_f| / sd_p(phi_f), where E_ref phi = E_p phi up to the reference's
+own error (the estimand of weak_err, whose sampling noise of x_T cancels here: the variance of d is that of the
+pathwise difference, not of phi under p). The reference: deterministic solvers, the dopri5 flow at rtol 1e-10
+(path_err's, first ``PATH_PATHS`` rows, shared by every grid and NFE); stochastic solvers, srk (SRA1, weak
+order 2) with the exact score on the cell's Brownian path refined R times per base cell
+(:class:`sdebench.noise.RefinedNoise`: the sub-cell increments drawn conditionally on the coarse ones), R even
+and base steps x R >= ``CV_REF_MIN_STEPS``, all n rows, cached per (problem, SDE, schedule, seed, base grid):
+with the sweep's ``crn = "shared"`` one solve serves every solver and NFE of a problem x SDE x schedule.
+``weak_err_cv_ref_err``: the same statistic of a check solve against the reference (dopri5 at 10x the
+tolerance; srk on the R/2 refinement of the same path), a conservative estimate of the reference's error.
+``weak_err_cv_se``: the simultaneous (Sidak) interval as for weak_err. Resolution limit ``weak_err_cv_null`` =
+ref_err + max_f s_f (s_f the standard error of mean_i d_i,f); a value below 3 x that is flagged
+(``weak_err_cv_at_floor``), which is about the simultaneous 95% test that no test function's error differs
+from zero. How far below weak_err's floor it reaches depends on how close the solver's paths stay to the
+reference's: ODE solvers, to ~1e-6 at n = 512; SDE solvers, ~1e-2 at n = 4000, because a path that passes near
+a decision boundary between modes may end in a different mode than the reference's path (measured in
+docs/statistics.md). Cost: the test functions on 2n rows, plus the reference solves (amortised over a group).
+
 **Strong error: ``strong_err``** (SDE solvers with a declared strong order, analytic targets). RMS over
 ``STRONG_PATHS`` paths (the first rows of x_T) of |x_N - x_ref|, where x_N is the cell's solver on the cell's
 grid and x_ref the strong order 1.5 SRA1 scheme (``sdebench.reference.reference_sde``, the ``srk``
@@ -66,7 +91,7 @@ from collections import OrderedDict
 
 import torch
 
-from sdebench.noise import NoiseSource
+from sdebench.noise import NoiseSource, RefinedNoise
 from sdebench.problems import GaussianMixture
 from sdebench.reference import reference_flow, reference_sde
 from sdebench.schedules import make_grid
@@ -78,7 +103,7 @@ from .stochastic import component_scale, kernel_mean
 
 __all__ = ["FREQS", "N_DIR", "N_POINTS", "STRONG_REFINE", "STRONG_PATHS", "PATH_PATHS", "PATH_RTOL", "WeakTests",
            "weak_tests", "weak_expectations", "weak_features", "weak_err", "weak_err_exact", "strong_error",
-           "analytic_path_err"]
+           "analytic_path_err", "weak_values", "coupled_weak_err", "CV_REF_MIN_STEPS"]
 
 FREQS = (0.5, 1.0, 2.0, 4.0, 8.0)
 N_DIR = 32
@@ -87,6 +112,7 @@ STRONG_REFINE = 8
 STRONG_PATHS = 256
 PATH_PATHS = 512
 PATH_RTOL = 1e-10
+CV_REF_MIN_STEPS = 400  # the coupled SDE reference (weak_err_cv) takes at least this many steps
 _Z95 = 1.959964
 
 
@@ -249,6 +275,45 @@ def weak_err_exact(q, target) -> dict:
     return row
 
 
+def weak_values(x: torch.Tensor, tests: WeakTests) -> torch.Tensor:
+    """phi(x_i) for every test function, (n, F), in the order of :func:`weak_expectations`."""
+    x = x.to(torch.float64).cpu()
+    z = (x @ tests.theta.T - tests.centre) / tests.scale  # (n, P)
+    n = z.shape[0]
+    pw = torch.stack([z, z * z, z**3, z**4], -1).reshape(n, -1)  # (n, P*4), p-major like weak_expectations
+    om = torch.tensor(FREQS, dtype=torch.float64)
+    a = z[..., None] * om  # (n, P, nf)
+    D = torch.cdist(x, tests.points) ** 2 if x.shape[1] > 1 else (x[:, :1] - tests.points[:, 0][None]) ** 2
+    k = torch.exp(-0.5 * D / tests.l**2)
+    return torch.cat([pw, torch.cos(a).reshape(n, -1), torch.sin(a).reshape(n, -1), k], 1)
+
+
+def coupled_weak_err(x: torch.Tensor, x_ref: torch.Tensor, x_check: torch.Tensor, target) -> dict:
+    """``weak_err_cv`` of samples x against a reference solve x_ref from the same x_T (and Brownian path),
+    row by row, with x_check a coarser reference solve (module docstring): e_f = mean(phi_f(x) -
+    phi_f(x_ref)) / sd_p(phi_f), the maximum of |e_f|, its simultaneous standard error, and its resolution
+    limit ``weak_err_cv_null`` = (the reference's own error) + max_f (standard error of e_f)."""
+    tests, e1, sd = _target_tests(target)
+    m = x_ref.shape[0]
+    keep = sd > 1e-12 * (1 + e1.abs())
+    scale = torch.where(keep, sd, 1.0)
+    vr = weak_values(x_ref, tests)
+    diff = (weak_values(x[:m], tests) - vr) / scale
+    e = torch.where(keep, diff.mean(0).abs(), 0.0)
+    s = torch.where(keep, diff.std(0) / math.sqrt(m), 0.0)
+    r = torch.where(keep, ((weak_values(x_check, tests) - vr) / scale).mean(0).abs(), 0.0)
+    F = int(keep.sum())
+    c = float(torch.special.ndtri(torch.tensor(1 - 0.025 / max(F, 1), dtype=torch.float64)))
+    val = float(e.max())
+    hi, lo = float((e + c * s).max()), float(torch.clamp(e - c * s, min=0).max())
+    ref_err = float(r.max())
+    row = {"weak_err_cv": val, "weak_err_cv_se": max(hi - val, val - lo) / _Z95,
+           "weak_err_cv_null": ref_err + float(s.max()), "weak_err_cv_ref_err": ref_err, "weak_err_cv_paths": m}
+    for fam, sl in _families(tests).items():
+        row[f"weak_err_cv_{fam}"] = float(e[sl].max())
+    return row
+
+
 # ---- strong error --------------------------------------------------------------------------------------------
 _STRONG_CACHE: OrderedDict = OrderedDict()
 
@@ -285,19 +350,26 @@ def strong_error(solver, make_model, sde, x_T, grid, schedule: str, t_end: float
 _PATH_CACHE: OrderedDict = OrderedDict()
 
 
+def flow_reference(problem, sde, x_T, t_end: float, key, paths: int = PATH_PATHS, rtol: float = PATH_RTOL):
+    """The dopri5 reference flow solve (and its check solve) of the first ``paths`` rows of x_T, cached per
+    (key, paths, rtol) for the process: :class:`sdebench.reference.ReferenceFlow`."""
+    m = min(paths, x_T.shape[0])
+    x0 = x_T[:m].to(torch.float64).cpu()
+
+    def solve():
+        return reference_flow(sde, x0, t_end, score=lambda x, t: problem.score(x, t, sde), rtol=rtol,
+                              error_estimate=True)
+
+    return lru_lookup(_PATH_CACHE, tuple(key) + (m, rtol), 32, solve)
+
+
 def analytic_path_err(problem, sde, x_T, x_out, t_end: float, key, final=None, paths: int = PATH_PATHS,
                       rtol: float = PATH_RTOL) -> dict:
     """``path_err`` (RMS per-sample |x_out - x_ref|), median, max, ``path_err_null`` (= ``path_ref_err``) of a
     deterministic solver against dopri5 on the exact probability-flow ODE, over the first ``paths`` rows;
     ``final``: a map applied to the reference and its check solve (the final denoise)."""
     m = min(paths, x_T.shape[0])
-    x_T = x_T[:m].to(torch.float64).cpu()
-
-    def solve():
-        return reference_flow(sde, x_T, t_end, score=lambda x, t: problem.score(x, t, sde), rtol=rtol,
-                              error_estimate=True)
-
-    r = lru_lookup(_PATH_CACHE, key + (m, rtol), 32, solve)
+    r = flow_reference(problem, sde, x_T, t_end, key, paths, rtol)
     ref, check = r.x, r.x_check
     if final is not None:
         ref, check = final(ref), final(check)
@@ -342,6 +414,59 @@ def _strong(ctx) -> dict:
                         nfe=ctx.nfe, options=ctx.options, score=lambda x, t: cond.score(x, t, sde), key=key)
 
 
+def _cv_applies(ctx):
+    base = _weak_applies(ctx)
+    if base is not True:
+        return base
+    if ctx.guided or getattr(ctx.cfg, "final_denoise", False):
+        return "not for guided or final-denoise cells"
+    if getattr(ctx.cfg, "reference", "t_end") != "t_end":
+        return "judges against p_{t_end} (the reference solve's law), not reference = data"
+    if not ctx.spec.deterministic(ctx.options) and getattr(ctx, "noise", None) is None:
+        return "needs the cell's noise source (run through sdebench.run.run_cell)"
+    return True
+
+
+_CV_CACHE: OrderedDict = OrderedDict()
+
+
+def sde_reference(cond, sde, x_T, noise, key, min_steps: int = CV_REF_MIN_STEPS):
+    """(x_ref, x_check, steps) of the reverse SDE of the exact score solved by srk (SRA1) from x_T on the
+    cell's Brownian path refined R times per base cell (R even, base steps x R >= ``min_steps``;
+    :class:`sdebench.noise.RefinedNoise`), and on the R/2 refinement of the same path (the check). Cached per
+    (key, base grid, R): every solver and NFE that shares the cell's base grid shares the solves."""
+    base = noise.base_grid
+    B = len(base) - 1
+    R = max(2, -(-min_steps // B))
+    R += R % 2
+    score = lambda x, t: cond.score(x, t, sde)  # noqa: E731
+
+    def solve():
+        fine = RefinedNoise(noise, R)
+        x_ref = reference_sde(sde, score, x_T, fine.base_grid, fine)
+        half = RefinedNoise(noise, R)
+        x_check = reference_sde(sde, score, x_T, fine.base_grid[::2], half)
+        return x_ref, x_check, B * R
+
+    bkey = hash(base.numpy().tobytes())
+    return lru_lookup(_CV_CACHE, tuple(key) + (bkey, R, int(x_T.shape[0])), 8, solve)
+
+
+def _weak_cv(ctx) -> dict:
+    cfg, sde = ctx.cfg, ctx.sde
+    key = (cfg.problem, repr(sde), float(ctx.t_end), cfg.init, int(cfg.seed), str(cfg.dtype))
+    if ctx.spec.deterministic(ctx.options):  # the reference flow (path_err's, shared), first PATH_PATHS rows
+        r = flow_reference(ctx.cond, sde, ctx.x_T, ctx.t_end, key)
+        row = coupled_weak_err(ctx.x0, r.x, r.x_check, ctx.target)
+        row["weak_err_cv_ref_steps"] = int(r.nfe)
+        return row
+    x_T = ctx.x_T.to(torch.float64).cpu()
+    x_ref, x_check, steps = sde_reference(ctx.cond, sde, x_T, ctx.noise, key + (cfg.schedule,))
+    row = coupled_weak_err(ctx.x0, x_ref, x_check, ctx.target)
+    row["weak_err_cv_ref_steps"] = int(steps)
+    return row
+
+
 ORDER = 70  # position of this family in the registry (sdebench list)
 
 
@@ -351,6 +476,13 @@ def _register() -> None:
                            _weak, applies=_weak_applies, has_se=True, has_null=True,
                            columns=("weak_err_mom", "weak_err_cf", "weak_err_kme"), problems="analytic, any d",
                            stage=ESTIMATE))
+    register_metric(Metric("weak_err_cv", "weak_err's test functions vs the reference solve from the same x_T and "
+                           "Brownian path: max |mean(phi(x) - phi(x_ref))| / sd_p(phi)",
+                           "weak error (coupled to the reference)",
+                           _weak_cv, applies=_cv_applies, has_se=True, has_null=True,
+                           columns=("weak_err_cv_mom", "weak_err_cv_cf", "weak_err_cv_kme", "weak_err_cv_ref_err",
+                                    "weak_err_cv_paths", "weak_err_cv_ref_steps"),
+                           problems="analytic, any d", stage=ESTIMATE))
     register_metric(Metric("strong_err", "SDE solvers with a strong order: RMS |x - x_ref| vs srk at 8x the steps on "
                            "the same Brownian path and x_T (256 paths)", "strong error (RMS vs fine srk)", _strong,
                            applies=_strong_applies, has_null=True, columns=("strong_paths", "strong_ref_steps"),

@@ -2,11 +2,14 @@
 of objective evaluations (one evaluation = one cell, one seed).
 
 - :func:`gradient`: Adam on the logits of log(objective), back to the best iterate with half the step size
-  whenever a step makes it worse. The solvers turn the grid into Python-float
-  coefficients (``solvers/_common.coefficients_at`` casts and memoizes them), so autograd does not reach the
-  grid through the solver's code: the derivative in each interior lambda_i is a central difference of the
-  objective computed by the solver's own code (2 (N - 1) evaluations), chained to the logits by autograd
-  through the parametrization.
+  whenever a step makes it worse. Where the solver declares ``differentiable_grid`` and the objective is
+  w2_exact / kl_exact on a Gaussian target or path_err of an ODE solver on an analytic mixture
+  (:func:`~.autodiff.autograd_support`), the gradient is backpropagation through the solver's own code
+  (:mod:`.autodiff`: one forward and one backward pass per tuning seed, counted as one evaluation), chained to
+  the logits through the parametrization; otherwise the derivative in each interior lambda_i is a central
+  difference of the objective computed by the solver's own code (2 (N - 1) evaluations per gradient). The
+  output records which (``method_details["gradient"]``: "autograd" or "finite-difference"). The returned value
+  is always the ``run_cell`` value of the returned grid.
 - :func:`dp`: dynamic programming over a fine candidate grid (uniform in lambda, plus the initial grid's
   points) on the summed local error of one solver step from the reference flow's state at t_i to t_j
   against the reference state at t_j (the GITS / Optimal Stepsize Distillation family). Deterministic
@@ -33,6 +36,7 @@ from sdebench.errors import ConfigError
 from sdebench.model import Model
 from sdebench.reference import reference_flow
 
+from .autodiff import AutogradObjective, autograd_support
 from .grid import LambdaGrid
 from .objective import GRADIENT_OBJECTIVES, Objective
 
@@ -122,22 +126,37 @@ class _Adam:
         return self.x
 
 
-def gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget: int, lr: float = 0.05) -> TuneResult:
+GRADIENTS = ("auto", "autograd", "finite-difference")
+
+
+def gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget: int, lr: float = 0.05,
+             how: str = "auto") -> TuneResult:
+    """``how``: "auto" (autograd where :func:`~.autodiff.autograd_support` allows it, else central differences),
+    "autograd" (refused where not supported) or "finite-difference"."""
     if obj.metric not in GRADIENT_OBJECTIVES:
         raise ConfigError(f"method gradient needs a smooth objective ({', '.join(GRADIENT_OBJECTIVES)}); "
                           f"{obj.metric!r} is not differentiable in the grid: use --method policy-gradient")
+    if how not in GRADIENTS:
+        raise ConfigError(f"unknown gradient {how!r}; valid: {', '.join(GRADIENTS)}")
+    support = autograd_support(obj)
+    if how == "autograd" and support is not True:
+        raise ConfigError(f"no autograd gradient for this objective: {support}")
+    auto = support is True and how != "finite-difference"
     t0 = time.perf_counter()
     start = obj.evals
-    per_iter = (2 * (param.steps - 1) + 1) * len(seeds)
-    if budget < per_iter:
-        raise ConfigError(f"--budget {budget} is below one gradient step ({per_iter} evaluations for "
+    # autograd: one value-and-gradient pass per seed, plus the final run_cell value of the returned grid
+    per_iter = len(seeds) if auto else (2 * (param.steps - 1) + 1) * len(seeds)
+    final = len(seeds) if auto else 0
+    if budget < per_iter + final:
+        raise ConfigError(f"--budget {budget} is below one gradient step ({per_iter + final} evaluations for "
                           f"{param.steps} steps and {len(seeds)} tuning seed(s))")
+    ag = AutogradObjective(obj) if auto else None
     adam = _Adam(z0, lr)
     z = z0.clone()
     init_value = best_value = math.inf
     best_z, best_g, history = z0.clone(), None, []
-    while obj.evals - start + per_iter <= budget:
-        value, g = logit_gradient(obj, param, z, seeds)
+    while obj.evals - start + per_iter + final <= budget:
+        value, g = ag.logit_gradient(param, z, seeds) if auto else logit_gradient(obj, param, z, seeds)
         if not history:
             init_value = value
         if value < best_value and bool(torch.isfinite(g).all()):
@@ -149,10 +168,15 @@ def gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget:
         if g is None:
             break
         z = adam.step(g)
+    if auto:  # the value sdebench run prints for the returned grid (the autograd value agrees to rounding)
+        best_value = obj.mean(param.grid(best_z), seeds)
     returned = "init" if best_value >= init_value else "tuned"
+    extra = {"iterations": len(history), "lr": lr, "evaluations_per_iteration": per_iter,
+             "gradient": "autograd" if auto else "finite-difference"}
+    if not auto:
+        extra["gradient_why"] = "asked for" if how == "finite-difference" else support
     return TuneResult(param.grid(best_z), best_value, init_value, obj.evals - start, time.perf_counter() - t0,
-                      returned, history, {"iterations": len(history), "lr": lr,
-                                          "evaluations_per_iteration": per_iter})
+                      returned, history, extra)
 
 
 def policy_gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget: int, lr: float = 0.05,

@@ -1,0 +1,163 @@
+"""weak_err_cv (the weak error against the reference solve from the same x_T and Brownian path) and the
+refined Brownian path it is solved on (sdebench.noise.RefinedNoise)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import tomllib
+import torch
+
+from sdebench import exact
+from sdebench.errors import ConfigError
+from sdebench.metrics.density import init_moments
+from sdebench.metrics.resolve import _target_tests, weak_err_exact, weak_features, weak_values
+from sdebench.noise import NoiseSource, RefinedNoise
+from sdebench.problems import GaussianMixture, get_problem
+from sdebench.run import CellConfig, _model, run_cell
+from sdebench.schedules import make_grid
+from sdebench.sde import get_sde
+from sdebench.solvers import get_solver
+from sdebench.sweep import expand, parse_sweep
+
+BASE = torch.tensor([1.0, 0.7, 0.3, 0.05, 0.001], dtype=torch.float64)
+
+
+def test_refined_path_sums_to_the_coarse_path():
+    """Over every coarse cell the refined increments and space-time integrals add up to the coarse ones."""
+    coarse = NoiseSource(3, 600, (2,), base_grid=BASE)
+    coarse.for_grid(BASE)
+    for R in (2, 5):
+        fine = RefinedNoise(coarse, R)
+        assert torch.equal(fine.base_grid[::R], BASE)
+        fine.for_grid(BASE)  # stride R: step i sums the R sub-cells of coarse cell i
+        for i in range(len(BASE) - 1):
+            dW, I = coarse.dW_I(i)
+            dW2, I2 = fine.dW_I(i)
+            assert float((dW - dW2).abs().max()) < 1e-14 and float((I - I2).abs().max()) < 1e-14
+
+
+def test_refined_path_has_the_brownian_law():
+    """The conditioned sub-cell increments have the unconditional law: Var w_j = h_j, independent, and
+    Cov(J_j, w_j) = h_j^2 / 2, Var J_j = h_j^3 / 3 (20,000 paths; 5-sigma bands)."""
+    n = 20_000
+    coarse = NoiseSource(7, n, (1,), base_grid=BASE)
+    coarse.for_grid(BASE)
+    fine = RefinedNoise(coarse, 4)
+    fine.for_grid(fine.base_grid)
+    h = (fine.base_grid[:-1] - fine.base_grid[1:])
+    ws, Js = [], []
+    for j in range(len(h)):
+        w, J = fine.dW_I(j)
+        ws.append(w[:, 0])
+        Js.append(J[:, 0])
+    W, J = torch.stack(ws, 1), torch.stack(Js, 1)
+    tol = 5 * math.sqrt(2 / n)  # relative sd of a sample variance ~ sqrt(2 / n)
+    assert float(((W.pow(2).mean(0) / h) - 1).abs().max()) < tol
+    assert float(((J.pow(2).mean(0) / (h**3 / 3)) - 1).abs().max()) < 2 * tol
+    assert float((((W * J).mean(0) / (h**2 / 2)) - 1).abs().max()) < 2 * tol
+    C = torch.corrcoef(W.T)
+    assert float((C - torch.eye(len(h), dtype=torch.float64)).abs().max()) < 5 / math.sqrt(n)
+
+
+def test_weak_values_agree_with_weak_features():
+    target = get_problem("gmm2d-ring8").marginal(1e-3, get_sde("vp"))
+    tests, _, _ = _target_tests(target)
+    x = target.sample(3000, generator=torch.Generator().manual_seed(1))
+    mean, var = weak_features(x, tests)
+    v = weak_values(x, tests)
+    assert torch.allclose(v.mean(0), mean, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(v.var(0), var, rtol=1e-8, atol=1e-12)
+
+
+def _exact_law(problem: str, solver: str, nfe: int):
+    prob, sde = get_problem(problem), get_sde("vp")
+    spec = get_solver(solver)
+    grid = make_grid(sde, spec.steps_for_nfe(nfe), sde.t_end_default, "uniform")
+    m_T, P_T = init_moments(prob, sde, "exact")
+    mean, cov = exact.output_gaussian(spec, lambda: _model(prob, sde, CellConfig(problem=problem)), sde, grid,
+                                      m_T, P_T, nfe=nfe)
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), mean.reshape(1, -1), cov.reshape(1, *cov.shape))
+
+
+@pytest.mark.parametrize("solver,nfe,seeds", [("em", 8, 8), ("em", 64, 4), ("ei", 16, 4), ("euler", 10, 4)])
+def test_coupled_weak_error_estimates_the_closed_form_weak_error(solver, nfe, seeds):
+    """On a Gaussian target an affine solver's output law is Gaussian in closed form (sdebench.exact), so its
+    true weak error is known: weak_err_exact(q, p_{t_end}). The coupled estimate lies within 1.96 of its
+    standard errors plus the reference's error of that truth for (almost) every seed. Where the solver's paths
+    stay close to the reference's (an ODE solver; an SDE solver at NFE 64) its resolution limit is far below
+    the plain weak_err's Monte Carlo floor at the same n; at NFE 8 EM's paths are not close (no gain there)."""
+    target = get_problem("gauss-aniso16").marginal(1e-3, get_sde("vp"))
+    truth = weak_err_exact(_exact_law("gauss-aniso16", solver, nfe), target)["weak_err"]
+    assert truth > 1e-3
+    hits = 0
+    for seed in range(seeds):
+        row = run_cell(CellConfig(problem="gauss-aniso16", sde="vp", solver=solver, nfe=nfe, seed=seed,
+                                  n_samples=1500, metrics=("weak_err_cv", "weak_err")))
+        assert row["status"] == "ok"
+        hits += abs(row["weak_err_cv"] - truth) <= 1.96 * row["weak_err_cv_se"] + row["weak_err_cv_ref_err"]
+        if solver == "euler" or nfe >= 64:
+            assert row["weak_err_cv_null"] < 0.5 * row["weak_err_null"]
+        if nfe < 64:  # (EM at NFE 64: truth 0.015, the limit at n = 1500 is 3 x 0.012)
+            assert not row["weak_err_cv_at_floor"]
+    assert hits >= seeds - 1, (hits, seeds)
+
+
+def test_sde_reference_is_shared_across_nfe_on_a_shared_base_grid():
+    """With one base grid (crn_steps) for every NFE, the SDE reference solve is the same object for all of them
+    (one solve per problem x SDE x schedule x seed), and a coarser NFE has the larger error."""
+    rows = [run_cell(CellConfig(problem="gmm1d", sde="vp", solver="em", nfe=nfe, seed=0, n_samples=2000,
+                                crn_steps=40, metrics=("weak_err_cv",))) for nfe in (5, 10, 20, 40)]
+    assert len({r["weak_err_cv_ref_err"] for r in rows}) == 1
+    assert {r["weak_err_cv_ref_steps"] for r in rows} == {400}
+    vals = [r["weak_err_cv"] for r in rows]
+    assert vals[0] > vals[1] > vals[3], vals
+
+
+def test_weak_err_cv_says_why_it_does_not_apply():
+    row = run_cell(CellConfig(problem="gmm1d", sde="vp", solver="em", nfe=10, n_samples=200, reference="data",
+                              metrics=("weak_err_cv",)), raise_config_errors=False)
+    assert "weak_err_cv" not in row or row.get("weak_err_cv") is None or math.isnan(row["weak_err_cv"])
+
+
+SHARED = """
+name = "t"
+out = "runs/t"
+problems = ["gmm1d"]
+sdes = ["vp"]
+nfe = [5, 10, 20]
+seeds = [0]
+skip_incompatible = true
+solvers = ["em", "heun-sde", "euler"]
+samples = 100
+metrics = ["weak_err_cv"]
+crn = {crn}
+"""
+
+
+def test_shared_crn_gives_every_solver_of_a_group_one_base_grid():
+    own = {cfg.solver: cfg.crn_steps for _, cfg, _ in expand(parse_sweep(tomllib.loads(SHARED.format(crn="true"))))}
+    assert own == {"em": 20, "heun-sde": 10, "euler": 20}  # heun-sde: NFE 10, 20 = 5, 10 steps
+    shared = [cfg for _, cfg, _ in expand(parse_sweep(tomllib.loads(SHARED.format(crn='"shared"'))))]
+    assert {c.crn_steps for c in shared} == {20}
+    with pytest.raises(ConfigError, match="crn"):
+        parse_sweep(tomllib.loads(SHARED.format(crn='"yes"')))
+
+
+def test_local_cluster_affinity_deals_groups_round_robin():
+    from sdebench.distributed import _affinity, _group
+
+    class Client:
+        def wait_for_workers(self, n):
+            pass
+
+        def scheduler_info(self):
+            return {"workers": {"tcp://b:2": {}, "tcp://a:1": {}}}
+
+    tasks = [(str(i), CellConfig(problem=p, sde="vp", solver="em", nfe=n, schedule=s), "em")
+             for i, (p, s, n) in enumerate([("gmm1d", "uniform", 5), ("gmm1d", "uniform", 10), ("gmm1d", "edm", 5),
+                                            ("gmm2d-ring8", "uniform", 5)])]
+    home = _affinity(Client(), tasks, 2)
+    assert [home[_group(c)] for _, c, _ in tasks] == [["tcp://a:1"], ["tcp://a:1"], ["tcp://b:2"], ["tcp://a:1"]]
+    assert _affinity(Client(), tasks, 1) == {}
