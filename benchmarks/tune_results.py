@@ -1,6 +1,6 @@
 """The committed results of `sdebench tune` (results/tuned/): solvers x NFE x problems x methods.
 
-    python benchmarks/tune_results.py [--nfe 4,6,8,10,16] [--budget 150] [--digits-nfe 4,6,10]
+    python benchmarks/tune_results.py [--nfe 4,6,8,10,16] [--budget 150] [--digits-nfe 4,6,8,10]
         [--digits-budget 60] [--fd-budget 80] [--candidates 32] [--out results/tuned]
         [--sections main,fd,step] [--problems P,...] [--solvers S,...] [--report-only]
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nfe", default="4,6,8,10,16", help="NFE on the analytic problems")
     ap.add_argument("--budget", type=int, default=150, help="evaluations per run on the analytic problems")
-    ap.add_argument("--digits-nfe", default="4,6,10", help="NFE on digits (path_err)")
+    ap.add_argument("--digits-nfe", default="4,6,8,10", help="NFE on digits (path_err)")
     ap.add_argument("--digits-budget", type=int, default=60, help="evaluations per run on digits (path_err)")
     ap.add_argument("--fd-budget", type=int, default=80, help="evaluations per run on digits (fd)")
     ap.add_argument("--candidates", type=int, default=32, help="dp: candidate times, uniform in lambda")

@@ -74,7 +74,7 @@ class StepOption:
     def values(self, u: torch.Tensor) -> list:
         return [float(v) for v in self.top * torch.sigmoid(u.to(torch.float64))]
 
-    def logits(self, value: float, clip: float = 0.02) -> torch.Tensor:
+    def logits(self, value: float, clip: float = 0.1) -> torch.Tensor:
         """u whose values are ``value`` on every step (clipped to [clip, 1 - clip] of the range, so the policy
         can move both ways)."""
         p = min(max(float(value) / self.top, clip), 1.0 - clip)
@@ -181,14 +181,19 @@ def gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget:
 
 def policy_gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget: int, lr: float = 0.05,
                     sigma: float = 0.2, population: int = 8, seed: int = 0,
-                    step: tuple[StepOption, torch.Tensor] | None = None) -> TuneResult:
-    """REINFORCE on the logits z (and, with ``step`` = (StepOption, u0), on the per-step option's u too)."""
+                    step: tuple[StepOption, torch.Tensor] | None = None, step_sigma: float = 1.0,
+                    step_lr: float = 0.25) -> TuneResult:
+    """REINFORCE on the logits z (and, with ``step`` = (StepOption, u0), on the per-step option's u too, with
+    its own exploration ``step_sigma`` and Adam step ``step_lr``: u lives on a sigmoid's scale)."""
     t0 = time.perf_counter()
     start = obj.evals
     population = max(2, population - population % 2)
     final = 2 * len(seeds)  # the final check of the policy mean on the whole tuning set
     n_z = len(z0)
     a0 = z0.clone() if step is None else torch.cat([z0, step[1]])
+    sig = torch.full_like(a0, sigma)
+    lrs = torch.full_like(a0, lr)
+    sig[n_z:], lrs[n_z:] = step_sigma, step_lr
 
     def split(a):  # action -> (grid, per-step values or None)
         return param.grid(a[:n_z]), (None if step is None else step[0].values(a[n_z:]))
@@ -202,7 +207,7 @@ def policy_gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, 
                           f"({len(seeds) + population + final} evaluations)")
     init_value = mean(a0)
     gen = torch.Generator().manual_seed(seed)
-    adam = _Adam(a0, lr)
+    adam = _Adam(a0, lrs)
     mu = a0.clone()
     best_value, best_a, history, it = init_value, a0.clone(), [], 0
     cand_value, cand_a = math.inf, None  # the best sampled action on its minibatch
@@ -212,16 +217,16 @@ def policy_gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, 
         eps = torch.cat([half, -half])  # antithetic pairs
         rewards = torch.empty(population, dtype=torch.float64)
         for k in range(population):
-            g, v = split(mu + sigma * eps[k])
+            g, v = split(mu + sig * eps[k])
             val = obj.value(g, s, step=v)
             rewards[k] = -_log(val)
             if len(seeds) == 1 and val < cand_value:
-                cand_value, cand_a = val, (mu + sigma * eps[k]).clone()
+                cand_value, cand_a = val, (mu + sig * eps[k]).clone()
         finite = torch.isfinite(rewards)
         if int(finite.sum()) >= 2:
             r = torch.where(finite, rewards, rewards[finite].min())
             adv = (r - r.mean()) / (r.std() + 1e-12)  # baseline: the population mean
-            adam.step(-(adv[:, None] * eps).mean(0) / sigma)  # ascent on E[reward]
+            adam.step(-(adv[:, None] * eps).mean(0) / sig)  # ascent on E[reward]
             mu = adam.x
         history.append(min(init_value, cand_value))
         it += 1
@@ -241,7 +246,7 @@ def policy_gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, 
              "reward": "-log(objective) on one tuning seed per iteration"}
     if step is not None:
         extra["step_option"] = {"name": step[0].name, "parametrization": f"{step[0].top:g} * sigmoid(u)",
-                                "init": step[0].values(step[1])}
+                                "init": step[0].values(step[1]), "sigma": step_sigma, "lr": step_lr}
     return TuneResult(grid, best_value, init_value, obj.evals - start, time.perf_counter() - t0,
                       returned, history, extra, values)
 
