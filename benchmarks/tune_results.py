@@ -361,7 +361,7 @@ def draw_grids(out: Path) -> None:
 
     from sdebench.sde import get_sde
 
-    cases = [("digits", "dpm-solver++2m", 10, "path_err"), ("digits", "heun", 6, "path_err"),
+    cases = [("digits", "dpm-solver++3m", 8, "path_err"), ("digits", "heun", 6, "path_err"),
              ("digits", "dpm-solver++2m", 6, "fd"), ("gauss-aniso16", "dpm-solver++2m", 10, "w2_exact"),
              ("gmm2d-ring8", "unipc", 10, "path_err"), ("gauss-aniso16", "em", 10, "w2_exact")]
     fig, axes = plt.subplots(len(cases), 1, figsize=(9, 2.3 * len(cases)))
