@@ -22,6 +22,7 @@ import torch
 
 from sdebench.errors import ConfigError
 from sdebench.schedules import FILE_PREFIX, SCHEDULES, check_grid_solver, make_grid
+from sdebench.solvers import SOLVERS, get_solver
 
 from .grid import LambdaGrid
 from .methods import METHODS, StepOption, dp, gradient, policy_gradient
@@ -44,8 +45,6 @@ def _spearman(a, b) -> float:
 
 def per_step_options() -> str:
     """'solver: option, ...' for every registered solver with a per-step option."""
-    from sdebench.solvers import SOLVERS
-
     return "; ".join(f"{n}: {', '.join(sp.per_step)}" for n, sp in sorted(SOLVERS.items()) if sp.per_step)
 
 
@@ -54,8 +53,6 @@ def check_tune_option(solver: str, method: str, tune_option: str | None) -> None
     that does not accept OPTION per step."""
     if tune_option is None:
         return
-    from sdebench.solvers import get_solver
-
     if method != "policy-gradient":
         raise ConfigError(f"--tune {tune_option} needs --method policy-gradient (method {method!r} tunes the "
                           "grid only)")
