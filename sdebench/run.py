@@ -33,7 +33,7 @@ from .perturb import check_score_error, perturb_model
 from .problems import get_problem, problem_name
 from .problems.labelled import labelled
 from .provenance import __version__, git_commit
-from .schedules import check_grid_solver, make_grid
+from .schedules import FILE_PREFIX, check_grid_solver, load_grid_file, make_grid
 from .sde import get_sde
 from .solvers import get_solver
 from .stats import at_floor
@@ -164,10 +164,33 @@ def prepare(cfg: CellConfig):
         raise ConfigError(f"final_denoise must be true or false, got {cfg.final_denoise!r}")
     steps = spec.steps_for_nfe(cell_budget(cfg, spec))
     check_grid_solver(cfg.schedule, spec.name, cfg.nfe)  # a file: grid tuned for another solver or NFE
+    options = step_options(cfg, spec, options, steps)
     grid = cell_grid(spec, sde, steps, t_end, cfg.schedule, options)
     t_end = float(grid[-1])  # where the solve ends (a diffusers scheduler's own schedule may end at t = 0)
     check_metrics(cfg.metrics)
     return problem, sde, spec, steps, grid, options, t_end
+
+
+def step_options(cfg: CellConfig, spec, options: dict, steps: int) -> dict:
+    """A ``file:`` grid's ``step_options`` (per-step solver options tuned with it, ``sdebench tune --tune``)
+    merged into the cell's options; an option also set on the cell is a ConfigError."""
+    if not str(cfg.schedule).startswith(FILE_PREFIX):
+        return options
+    per = load_grid_file(cfg.schedule).get("step_options") or {}
+    if not per:
+        return options
+    path = cfg.schedule[len(FILE_PREFIX):]
+    if not isinstance(per, dict):
+        raise ConfigError(f"grid file {path!r}: 'step_options' must be a mapping option -> per-step values")
+    for k, v in per.items():
+        if k not in spec.per_step:
+            raise ConfigError(f"grid file {path!r} sets {k!r} per step, which solver {spec.name!r} does not accept "
+                              f"per step (per-step options: {', '.join(spec.per_step) or 'none'})")
+        if k in cfg.solver_options:
+            raise ConfigError(f"grid file {path!r} sets {k!r} per step; do not also pass it as a solver option")
+        if not isinstance(v, list) or len(v) != steps:
+            raise ConfigError(f"grid file {path!r}: step_options {k!r} needs a list of {steps} values (one per step)")
+    return spec.check_options({**cfg.solver_options, **per})
 
 
 def cell_grid(spec, sde, steps: int, t_end: float, schedule: str, options: dict):

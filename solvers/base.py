@@ -99,6 +99,7 @@ class SolverSpec:
     deterministic_rule: bool | Rule | None = None  # default: kind == "ode"
     affine_rule: bool | Rule | None = None  # default: not (adaptive or batch_coupled)
     batch_coupled: bool = False  # a row's output depends on the other rows of the batch
+    per_step: tuple[str, ...] = ()  # float options that also accept one value per step (a sequence)
 
     # ---- capabilities -------------------------------------------------------------------------
     def _capability(self, rule, options: dict | None, default: bool) -> bool:
@@ -188,12 +189,22 @@ class SolverSpec:
         merged = dict(self.options)
         for k, v in options.items():
             default = self.options[k]
+            if k in self.per_step and isinstance(v, (list, tuple)):  # one value per step
+                try:
+                    v = tuple(float(e) for e in v)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"solver {self.name!r} option {k}={v!r} is not a list of numbers") from exc
+                if not v or not all(math.isfinite(e) for e in v):
+                    raise ConfigError(f"solver {self.name!r} option {k}={v!r} must be a non-empty list of finite "
+                                      "numbers")
+                merged[k] = v
+                continue
             if isinstance(default, bool):
                 v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
             elif isinstance(default, (int, float)) and not isinstance(v, (int, float)):
                 try:
                     v = type(default)(v)
-                except ValueError as exc:
+                except (TypeError, ValueError) as exc:
                     raise ConfigError(f"solver {self.name!r} option {k}={v!r} is not a number") from exc
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"solver {self.name!r} option {k}={v!r} must be finite")
@@ -281,6 +292,7 @@ def register(
     deterministic: bool | Rule | None = None,
     affine: bool | Rule | None = None,
     batch_coupled: bool = False,
+    per_step: tuple[str, ...] = (),
 ):
     """Decorator: register ``fn`` as solver ``name``. Keyword arguments of ``fn`` after ``noise``
     (other than ``nfe``) become its options, with their defaults. ``differentiable_grid``: the solver's output
@@ -295,6 +307,7 @@ def register(
     Capabilities (tests/test_solver_capabilities.py checks them against the solver's behaviour):
     ``deterministic`` (default: ``kind == "ode"``), ``affine`` (default: neither adaptive nor
     batch-coupled), each a bool or a :class:`Rule` on the options; ``batch_coupled`` (default False).
+    ``per_step``: float options that also accept a sequence of one value per step (``sdebench tune --tune``).
     ``kind`` must be the kind under the default options (``SolverSpec.kind_for``)."""
     if order_check == "nonaffine":
         raise ValueError(f"solver {name!r}: order_check='nonaffine' follows from affine=False or "
@@ -346,6 +359,7 @@ def register(
             deterministic_rule=deterministic,
             affine_rule=affine,
             batch_coupled=bool(batch_coupled),
+            per_step=tuple(per_step),
         )
         if spec.kind_for(opts) != kind:
             raise ValueError(f"solver {name!r}: kind={kind!r} but with its default options it is "

@@ -14,6 +14,7 @@ from sdebench.errors import ConfigError
 
 from ._common import coefficients_at, ends_at_zero, reverse_sde_drift
 from .base import Rule, register
+from .ode import per_step_values
 
 
 def _heun_sde_nfe(steps, grid):
@@ -55,7 +56,8 @@ def _edm_nfe(steps, grid):
 @register("edm-sde", kind="sde", order=1, nfe_per_step=2, family="EDM", paper="Karras et al. 2022 (EDM, Alg. 2)",
           nfe_for_steps=_edm_nfe, order_nfe=(80, 160, 320),
           deterministic=Rule("iff S_churn = 0, S_noise = 0 or S_tmin > S_tmax",
-                             lambda o: o["S_churn"] == 0 or o["S_noise"] == 0 or o["S_tmin"] > o["S_tmax"]))
+                             lambda o: o["S_churn"] == 0 or o["S_noise"] == 0 or o["S_tmin"] > o["S_tmax"]),
+          per_step=("S_churn",))
 def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0,
             S_noise: float = 1.003):
     """EDM stochastic sampler (Karras et al. Alg. 2): churn, then a Heun step. 2 NFE per step.
@@ -68,18 +70,21 @@ def edm_sde(model, x, grid, sde, noise, S_churn: float = 40.0, S_tmin: float = 0
     sampler in sbar. On contractive SDEs (cVP, cOU) sbar is bounded; a churned level beyond every sbar the
     SDE reaches is replaced by sbar(T). Weak order 1 with churn (the churn noise is a first-order SDE
     step); 2 NFE per step. On a grid ending at t = 0 (sbar = 0) the last step is Euler in sbar, which is
-    x_next = alpha_0 D(x^, t^) (EDM's convention), so N steps cost 2N - 1 NFE.
+    x_next = alpha_0 D(x^, t^) (EDM's convention), so N steps cost 2N - 1 NFE. ``S_churn`` may be a sequence
+    of one value per step (gamma_i = min(S_churn_i / N, sqrt(2) - 1) on the step from t_i).
     """
-    for name, v in (("S_churn", S_churn), ("S_tmin", S_tmin), ("S_tmax", S_tmax), ("S_noise", S_noise)):
+    steps = len(grid) - 1
+    churns = per_step_values(S_churn, steps, "edm-sde", "S_churn")
+    for name, v in (("S_churn", min(churns, default=0.0)), ("S_tmin", S_tmin), ("S_tmax", S_tmax),
+                    ("S_noise", S_noise)):
         if v < 0:
             raise ConfigError(f"edm-sde {name} must be >= 0, got {v}")
-    steps = len(grid) - 1
-    gamma0 = min(S_churn / steps, math.sqrt(2.0) - 1.0)
+    gammas = [min(c / steps, math.sqrt(2.0) - 1.0) for c in churns]
     for i in range(steps):
         s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         sb_i, sb_n = s["sigma"] / s["alpha"], t["sigma"] / t["alpha"]
         y = x / s["alpha"]
-        gamma = gamma0 if S_tmin <= sb_i <= S_tmax else 0.0
+        gamma = gammas[i] if S_tmin <= sb_i <= S_tmax else 0.0
         if gamma > 0:  # churn (a deterministic move to sb_hat where S_noise = 0: no noise drawn)
             sb_hat = sb_i * (1.0 + gamma)
             try:

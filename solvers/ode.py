@@ -59,8 +59,19 @@ def heun(model, x, grid, sde, noise):
     return x
 
 
+def per_step_values(value, steps: int, solver: str, name: str) -> list:
+    """A per-step option as ``steps`` values: a scalar repeated (the very same float each step), or a
+    sequence of exactly ``steps`` values (``SolverSpec.per_step`` options)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != steps:
+            raise ConfigError(f"{solver} {name} has {len(value)} per-step values, the grid has {steps} steps")
+        return list(value)
+    return [value] * steps
+
+
 @register("ddim", kind="ode", order=1, nfe_per_step=1, family="DDIM", paper="Song, Meng & Ermon 2021 (DDIM)",
-          deterministic=Rule("iff eta = 0", lambda o: o["eta"] == 0), differentiable_grid=True)
+          deterministic=Rule("iff eta = 0", lambda o: o["eta"] == 0), differentiable_grid=True,
+          per_step=("eta",))
 def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     """DDIM: x_t = alpha_t x0 + sqrt(sigma_t^2 - s^2) eps + s z, s = eta sigma_t sqrt(1 - e^{-2h}).
 
@@ -69,13 +80,17 @@ def ddim(model, x, grid, sde, noise, eta: float = 0.0):
     discretization (identical to DPM-Solver-1); eta = 1 is ancestral DDPM sampling. z is the
     normalized Brownian increment dW / sqrt(t_i - t_{i+1}). Order 1 (weak order 1 for eta > 0),
     1 NFE per step. On a grid ending at t = 0 (sigma = 0) the last step is x_next = alpha_0 x0 (sigma_t = 0
-    removes the eps and noise terms): the data prediction, as in diffusers.
+    removes the eps and noise terms): the data prediction, as in diffusers. ``eta`` may be a sequence of
+    one value per step (eta_i on the step from t_i to t_{i+1}).
     """
-    if not (0.0 <= eta <= 1.0):
-        raise ConfigError(f"ddim eta must lie in [0, 1], got {eta}")
-    if eta > 0 and noise is None:
+    etas = per_step_values(eta, len(grid) - 1, "ddim", "eta")
+    for e in etas:
+        if not (0.0 <= e <= 1.0):
+            raise ConfigError(f"ddim eta must lie in [0, 1], got {e}")
+    if max(etas, default=0.0) > 0 and noise is None:
         raise ValueError("ddim with eta > 0 needs a NoiseSource")
     for i in range(len(grid) - 1):
+        eta = etas[i]
         s, t = coefficients_at(sde, grid[i]), coefficients_at(sde, grid[i + 1])
         x0 = model.x0(x, grid[i])
         eps = (x - x0 * s["alpha"]).div_(s["sigma"])

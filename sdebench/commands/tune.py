@@ -8,7 +8,7 @@ import shlex
 from sdebench.commands.run import finite_float, int_list, parse_options
 from sdebench.errors import MAX_SEED, ConfigError
 from sdebench.io import check_output_file, write_text
-from sdebench.tune import METHODS, tune
+from sdebench.tune import METHODS, check_tune_option, tune
 
 
 def add_parser(sub):
@@ -37,6 +37,10 @@ def add_parser(sub):
     p.add_argument("--t-end", default=None, help="final time (default: the SDE's)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="solver option, e.g. -o eta=0.5")
     p.add_argument("--seed", default="0", help="policy-gradient: seed of the policy's draws (default 0)")
+    p.add_argument("--tune", default=None, metavar="OPTION",
+                   help="policy-gradient: also tune this solver option per step, jointly with the grid (ddim: eta "
+                        "in [0, 1]; edm-sde: S_churn); starts from its scalar value (-o or default); saved in the "
+                        "file as step_options, which `sdebench run --schedule file:` applies")
     return p
 
 
@@ -56,6 +60,8 @@ def command_line(args) -> str:
         parts += ["--candidates", str(args.candidates)]
     if args.method == "policy-gradient":
         parts += ["--seed", str(args.seed)]
+    if args.tune is not None:
+        parts += ["--tune", args.tune]
     if args.t_end is not None:
         parts += ["--t-end", str(args.t_end)]
     for o in args.option or []:
@@ -66,6 +72,7 @@ def command_line(args) -> str:
 def main(args) -> int:
     if args.method not in METHODS:
         raise ConfigError(f"unknown method {args.method!r}; valid: {', '.join(METHODS)}")
+    check_tune_option(args.solver, args.method, args.tune)
     check_output_file(args.out, (".json",))
     nfe = _one_int(args.nfe, "--nfe", 1)
     rec = tune(args.problem, args.sde, args.solver, nfe, args.objective, args.method,
@@ -74,7 +81,8 @@ def main(args) -> int:
                heldout_seeds=int_list(args.heldout_seeds, "--heldout-seeds", lo=0, hi=MAX_SEED),
                budget=_one_int(args.budget, "--budget", 1), init=args.schedule, options=parse_options(args.option),
                t_end=None if args.t_end is None else finite_float(args.t_end, "--t-end"),
-               candidates=_one_int(args.candidates, "--candidates", 2), seed=_one_int(args.seed, "--seed", 0))
+               candidates=_one_int(args.candidates, "--candidates", 2), seed=_one_int(args.seed, "--seed", 0),
+               tune_option=args.tune)
     rec["command"] = command_line(args)
     path = write_text(args.out, json.dumps(rec, indent=1) + "\n")  # a failed write is saved to a fallback file
     m = rec["objective"]
@@ -88,6 +96,9 @@ def main(args) -> int:
         print(f"{name:<12} {v['tune']:>12.5g} {v['heldout']:>12.5g}{mark}")
     print(f"{'tuned':<12} {rec['value']['tune']:>12.5g} {rec['value']['heldout']:>12.5g}"
           + (" (no better grid found: the initial one)" if rec["returned"] == "init" else ""))
+    if "step_options" in rec:
+        (k, v), = rec["step_options"].items()
+        print(f"{k} per step (from {rec['step_init'][k]:g}): " + " ".join(f"{e:.3g}" for e in v))
     if "proxy" in rec:
         print(f"AYS proxy (KLUB) vs exact KL over the grids: Spearman {rec['proxy']['spearman']:.3f}")
     print(f"wrote {path}; use it with --schedule file:{path}")

@@ -16,7 +16,9 @@ of objective evaluations (one evaluation = one cell, one seed).
   solvers only.
 - :func:`policy_gradient`: a Gaussian policy over the logits, reward = -log(objective) on a minibatch (one
   tuning seed per iteration, shared by the population), REINFORCE with the population-mean baseline
-  and antithetic pairs; needs only objective values, so it tunes stochastic samplers on sampled metrics.
+  and antithetic pairs; needs only objective values, so it tunes stochastic samplers on sampled metrics
+  and non-differentiable metrics (fd). With a :class:`StepOption` the action also holds one unconstrained
+  value per step of a solver option (ddim ``eta``, edm-sde ``S_churn``), tuned jointly with the grid.
 
 Every method returns the best grid it evaluated on the full tuning set, the initial grid included, so it
 never returns a grid worse than its initialization on the tuning set.
@@ -38,7 +40,8 @@ from .autodiff import AutogradObjective, autograd_support
 from .grid import LambdaGrid
 from .objective import GRADIENT_OBJECTIVES, Objective
 
-__all__ = ["METHODS", "TuneResult", "gradient", "dp", "policy_gradient", "lambda_gradient", "logit_gradient"]
+__all__ = ["METHODS", "TuneResult", "StepOption", "gradient", "dp", "policy_gradient", "lambda_gradient",
+           "logit_gradient"]
 
 METHODS = ("gradient", "dp", "policy-gradient")
 
@@ -53,6 +56,29 @@ class TuneResult:
     returned: str  # "tuned" or "init" (the method found nothing better on the tuning set)
     history: list = field(default_factory=list)  # best tuning value after each iteration
     extra: dict = field(default_factory=dict)
+    step: list | None = None  # the per-step values of a tuned solver option (StepOption), else None
+
+
+class StepOption:
+    """A solver option tuned per step, from unconstrained u (one per step) that keeps it in range:
+    ``eta`` = sigmoid(u) in [0, 1]; ``S_churn`` = N (sqrt(2) - 1) sigmoid(u) in [0, N (sqrt(2) - 1)] (edm-sde
+    caps gamma_i = S_churn_i / N at sqrt(2) - 1, so larger values act as the cap)."""
+
+    BOUNDED = {"eta": lambda steps: 1.0, "S_churn": lambda steps: steps * (math.sqrt(2.0) - 1.0)}
+
+    def __init__(self, name: str, steps: int):
+        if name not in self.BOUNDED:
+            raise ConfigError(f"no per-step parametrization for option {name!r}; valid: {', '.join(self.BOUNDED)}")
+        self.name, self.steps, self.top = name, int(steps), float(self.BOUNDED[name](steps))
+
+    def values(self, u: torch.Tensor) -> list:
+        return [float(v) for v in self.top * torch.sigmoid(u.to(torch.float64))]
+
+    def logits(self, value: float, clip: float = 0.1) -> torch.Tensor:
+        """u whose values are ``value`` on every step (clipped to [clip, 1 - clip] of the range, so the policy
+        can move both ways)."""
+        p = min(max(float(value) / self.top, clip), 1.0 - clip)
+        return torch.full((self.steps,), math.log(p / (1.0 - p)), dtype=torch.float64)
 
 
 def _log(v: float) -> float:
@@ -154,52 +180,75 @@ def gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget:
 
 
 def policy_gradient(obj: Objective, param: LambdaGrid, z0: torch.Tensor, seeds, budget: int, lr: float = 0.05,
-                    sigma: float = 0.2, population: int = 8, seed: int = 0) -> TuneResult:
+                    sigma: float = 0.2, population: int = 8, seed: int = 0,
+                    step: tuple[StepOption, torch.Tensor] | None = None, step_sigma: float = 1.0,
+                    step_lr: float = 0.25) -> TuneResult:
+    """REINFORCE on the logits z (and, with ``step`` = (StepOption, u0), on the per-step option's u too, with
+    its own exploration ``step_sigma`` and Adam step ``step_lr``: u lives on a sigmoid's scale)."""
     t0 = time.perf_counter()
     start = obj.evals
     population = max(2, population - population % 2)
     final = 2 * len(seeds)  # the final check of the policy mean on the whole tuning set
-    init_value = obj.mean(param.grid(z0), seeds)
+    n_z = len(z0)
+    a0 = z0.clone() if step is None else torch.cat([z0, step[1]])
+    sig = torch.full_like(a0, sigma)
+    lrs = torch.full_like(a0, lr)
+    sig[n_z:], lrs[n_z:] = step_sigma, step_lr
+
+    def split(a):  # action -> (grid, per-step values or None)
+        return param.grid(a[:n_z]), (None if step is None else step[0].values(a[n_z:]))
+
+    def mean(a):
+        g, v = split(a)
+        return obj.mean(g, seeds, step=v)
+
     if budget < len(seeds) + population + final:
         raise ConfigError(f"--budget {budget} is below one policy-gradient iteration "
                           f"({len(seeds) + population + final} evaluations)")
+    init_value = mean(a0)
     gen = torch.Generator().manual_seed(seed)
-    adam = _Adam(z0, lr)
-    mu = z0.clone()
-    best_value, best_z, history, it = init_value, z0.clone(), [], 0
-    cand_value, cand_z = math.inf, None  # the best sampled action on its minibatch
+    adam = _Adam(a0, lrs)
+    mu = a0.clone()
+    best_value, best_a, history, it = init_value, a0.clone(), [], 0
+    cand_value, cand_a = math.inf, None  # the best sampled action on its minibatch
     while obj.evals - start + population + final <= budget:
         s = seeds[it % len(seeds)]  # the minibatch: one tuning seed, shared by the population
-        half = torch.randn(population // 2, len(z0), generator=gen, dtype=torch.float64)
+        half = torch.randn(population // 2, len(a0), generator=gen, dtype=torch.float64)
         eps = torch.cat([half, -half])  # antithetic pairs
         rewards = torch.empty(population, dtype=torch.float64)
         for k in range(population):
-            v = obj.value(param.grid(mu + sigma * eps[k]), s)
-            rewards[k] = -_log(v)
-            if len(seeds) == 1 and v < cand_value:
-                cand_value, cand_z = v, (mu + sigma * eps[k]).clone()
+            g, v = split(mu + sig * eps[k])
+            val = obj.value(g, s, step=v)
+            rewards[k] = -_log(val)
+            if len(seeds) == 1 and val < cand_value:
+                cand_value, cand_a = val, (mu + sig * eps[k]).clone()
         finite = torch.isfinite(rewards)
         if int(finite.sum()) >= 2:
             r = torch.where(finite, rewards, rewards[finite].min())
             adv = (r - r.mean()) / (r.std() + 1e-12)  # baseline: the population mean
-            adam.step(-(adv[:, None] * eps).mean(0) / sigma)  # ascent on E[reward]
+            adam.step(-(adv[:, None] * eps).mean(0) / sig)  # ascent on E[reward]
             mu = adam.x
         history.append(min(init_value, cand_value))
         it += 1
     finals = {"mean": mu}
-    if cand_z is not None:
-        finals["best_sample"] = cand_z
-    for name, z in finals.items():
+    if cand_a is not None:
+        finals["best_sample"] = cand_a
+    for name, a in finals.items():
         if name == "best_sample" and len(seeds) == 1:
             v = cand_value  # already evaluated on the whole tuning set (one seed)
         else:
-            v = obj.mean(param.grid(z), seeds)
+            v = mean(a)
         if v < best_value:
-            best_value, best_z = v, z.clone()
+            best_value, best_a = v, a.clone()
     returned = "init" if best_value >= init_value else "tuned"
-    return TuneResult(param.grid(best_z), best_value, init_value, obj.evals - start, time.perf_counter() - t0,
-                      returned, history, {"iterations": it, "population": population, "sigma": sigma, "lr": lr,
-                                          "reward": "-log(objective) on one tuning seed per iteration"})
+    grid, values = split(best_a)
+    extra = {"iterations": it, "population": population, "sigma": sigma, "lr": lr,
+             "reward": "-log(objective) on one tuning seed per iteration"}
+    if step is not None:
+        extra["step_option"] = {"name": step[0].name, "parametrization": f"{step[0].top:g} * sigmoid(u)",
+                                "init": step[0].values(step[1]), "sigma": step_sigma, "lr": step_lr}
+    return TuneResult(grid, best_value, init_value, obj.evals - start, time.perf_counter() - t0,
+                      returned, history, extra, values)
 
 
 def _reference_states(obj: Objective, times: torch.Tensor, seeds, rtol: float) -> list[torch.Tensor]:
