@@ -6,11 +6,13 @@
   every worker can write (its absolute path is sent with each task).
 * ``workers=0`` (``sdebench sweep --serial``): run in this process, one cell after the other (debugging; no Dask).
 
-Because the worker task writes its own cell file (atomically, see :mod:`sdebench.store`) before it
-returns, a worker killed mid-sweep loses only the cell it was computing; Dask reschedules that cell on
-another worker. A cell whose run ends in an exception or in a row with status ``error`` is retried up to
-``retries`` more times, then recorded (by the client) as a row with status ``error``, its message and
-the number of attempts. A ConfigError (a deterministic refusal of the config: the same input fails
+A Dask task is a batch of up to ``BATCH`` consecutive cells of one cache group (:func:`run_batch`): Dask's own
+cost (~24 ms a task) is paid once per batch, and the group's cached reference solves stay in one worker. Each
+cell's file is written (atomically, see :mod:`sdebench.store`) as soon as it is done, so a worker killed
+mid-sweep loses only the cell it was computing; Dask reschedules the batch on another worker, which skips the
+cells already in the store. A cell whose run ends in an exception or in a row with status ``error`` is
+retried up to ``retries`` more times in the worker, then recorded as a row with status ``error``, its message
+and the number of attempts. A ConfigError (a deterministic refusal of the config: the same input fails
 the same way every time) is never retried: the task writes its error row (attempts 1) and returns.
 Cells on a CUDA device are submitted with ``resources={"GPU": 1}``, so on a cluster whose GPU workers
 were started with ``--resources GPU=1`` they go only to those workers.
@@ -26,8 +28,9 @@ from .run import _versions, run_cell
 from .store import Store
 from .sweep import config_from_dict, config_to_dict
 
-__all__ = ["CellFailed", "run_and_store", "execute", "error_row", "WORKER_THREADS"]
+__all__ = ["CellFailed", "run_and_store", "run_batch", "execute", "error_row", "BATCH", "WORKER_THREADS"]
 
+BATCH = 16  # cells of one cache group per Dask task (Dask's own cost is ~24 ms a task: issue 13)
 WORKER_THREADS = 1  # torch intra-op threads of a sweep worker (and the default of `sdebench run --threads`)
 
 
@@ -84,23 +87,49 @@ def _serial(tasks, store: Store, retries: int, sweep: str, progress) -> dict:
         torch.set_num_threads(threads)
 
 
+def _run_with_retries(d: dict, key: str, label: str, store: Store, retries: int, sweep: str) -> str:
+    """One cell in this process: up to ``retries`` more attempts after a failure, then an error row."""
+    for attempt in range(retries + 1):
+        try:
+            return run_and_store(d, key, str(store.root.resolve()), label, sweep)[1]
+        except Exception as exc:  # bounded retries, then an error row
+            if attempt == retries:
+                store.write(key, d, error_row(d, _message(exc), retries + 1), label=label, sweep=sweep)
+    return "error"
+
+
 def _serial_loop(tasks, store: Store, retries: int, sweep: str, progress) -> dict:
     counts: dict = {}
     for key, cfg, label in tasks:
-        d = config_to_dict(cfg)
-        status = None
-        for attempt in range(retries + 1):
-            try:
-                _, status = run_and_store(d, key, str(store.root.resolve()), label, sweep)
-                break
-            except Exception as exc:  # bounded retries, then an error row
-                if attempt == retries:
-                    store.write(key, d, error_row(d, _message(exc), retries + 1), label=label, sweep=sweep)
-                    status = "error"
+        status = _run_with_retries(config_to_dict(cfg), key, label, store, retries, sweep)
         counts[status] = counts.get(status, 0) + 1
         if progress is not None:
             progress.update(status)
     return counts
+
+
+def run_batch(items: list, store_root: str, sweep: str, retries: int) -> list[tuple[str, str]]:
+    """The worker task of a batch: ``items`` = [(cfg_dict, key, label)] of one cache group, run one after the
+    other in this worker (each with its own retries, as ``--serial`` does); a cell whose file is already in
+    the store (a batch re-run after its worker died) is not run again. Returns [(key, status)]."""
+    store = Store(store_root)
+    out = []
+    for d, key, label in items:
+        done = store.status_of(key)
+        out.append((key, done if done in ("ok", "diverged") else
+                    _run_with_retries(d, key, label, store, retries, sweep)))
+    return out
+
+
+def _batches(tasks: list, size: int) -> list[list]:
+    """Consecutive tasks of one cache group (:func:`_group`), at most ``size`` to a batch."""
+    out: list[list] = []
+    for t in tasks:
+        if out and len(out[-1]) < size and _group(out[-1][-1][1]) == _group(t[1]):
+            out[-1].append(t)
+        else:
+            out.append([t])
+    return out
 
 
 def _group(cfg) -> tuple:
@@ -155,24 +184,30 @@ def execute(tasks: list, store: Store, *, workers: int | None = None, scheduler:
     try:
         home = _affinity(client, tasks, n if cluster is not None else 0)
         futures = {}
-        for key, cfg, label in tasks:
-            d = config_to_dict(cfg)
+        for batch in _batches(tasks, BATCH):
+            items = [(config_to_dict(cfg), key, label) for key, cfg, label in batch]
+            cfg = batch[0][1]
             res = {"GPU": 1} if cfg.device.startswith("cuda") else None
             where = home.get(_group(cfg))
-            fut = client.submit(run_and_store, d, key, root, label, sweep, key=f"cell-{key}", pure=False,
-                                retries=retries, resources=res, workers=where,
-                                allow_other_workers=where is not None)
-            futures[fut] = (key, d, label)
+            fut = client.submit(run_batch, items, root, sweep, retries, key=f"cells-{batch[0][0]}", pure=False,
+                                retries=retries, resources=res, workers=where, allow_other_workers=where is not None)
+            futures[fut] = items
         for fut in as_completed(futures):
-            key, d, label = futures[fut]
+            items = futures[fut]
             try:
-                _, status = fut.result()
-            except Exception as exc:  # retries exhausted or the worker died too often: record an error row
-                store.write(key, d, error_row(d, _message(exc), retries + 1), label=label, sweep=sweep)
-                status = "error"
-            counts[status] = counts.get(status, 0) + 1
-            if progress is not None:
-                progress.update(status)
+                statuses = [status for _, status in fut.result()]
+            except Exception as exc:  # the worker died too often: an error row for each cell not in the store
+                statuses = []
+                for d, key, label in items:
+                    status = store.status_of(key)
+                    if status not in ("ok", "diverged"):
+                        store.write(key, d, error_row(d, _message(exc), retries + 1), label=label, sweep=sweep)
+                        status = "error"
+                    statuses.append(status)
+            for status in statuses:
+                counts[status] = counts.get(status, 0) + 1
+                if progress is not None:
+                    progress.update(status)
             fut.release()
     finally:
         client.close()

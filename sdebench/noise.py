@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 
 import torch
 
@@ -102,6 +103,22 @@ def counter_normal(seed: int, key: tuple, n: int, event_shape, dtype=torch.float
 GENERATORS = ("auto", "blocks", "counter")
 
 
+PATH_CACHE_BYTES = 512 * 2**20  # per process; least recently used draws beyond it are dropped
+_PATH_CACHE: OrderedDict = OrderedDict()
+_PATH_CACHE_SIZE = [0]
+
+
+def _cache_put(key, t: torch.Tensor) -> None:
+    nbytes = t.numel() * t.element_size()
+    if nbytes > PATH_CACHE_BYTES:
+        return
+    _PATH_CACHE[key] = t
+    _PATH_CACHE_SIZE[0] += nbytes
+    while _PATH_CACHE_SIZE[0] > PATH_CACHE_BYTES:
+        _, old = _PATH_CACHE.popitem(last=False)
+        _PATH_CACHE_SIZE[0] -= old.numel() * old.element_size()
+
+
 class NoiseSource:
     """Standard normal draws of shape ``(n, *event_shape)`` keyed by a tuple, plus Brownian increments.
 
@@ -136,7 +153,22 @@ class NoiseSource:
     def standard_normal(self, key: tuple) -> torch.Tensor:
         """N(0, I) of shape (n, *event_shape); the same key always gives the same values.
 
-        Returns a fresh tensor on every call (``dW_I`` scales it in place); subclasses must too."""
+        Returns a fresh tensor on every call (``dW_I`` scales it in place); subclasses must too.
+        The Brownian draws (keys ``("bm-w", j)``, ``("bm-h", j)``) are kept in a per-process cache
+        (:data:`PATH_CACHE_BYTES`): every cell with the same seed and batch shape draws the same path, so a sweep
+        worker generates it once instead of once per cell (the draws are the same values either way)."""
+        if len(key) == 2 and key[0] in ("bm-w", "bm-h"):
+            ckey = (self.seed, self.n, self.event_shape, self.dtype, str(self.device), self.generator, key)
+            hit = _PATH_CACHE.get(ckey)
+            if hit is None:
+                hit = self._draw(key)
+                _cache_put(ckey, hit)
+            else:
+                _PATH_CACHE.move_to_end(ckey)
+            return hit.clone()
+        return self._draw(key)
+
+    def _draw(self, key: tuple) -> torch.Tensor:
         if getattr(self, "generator", "blocks") == "counter":
             return counter_normal(self.seed, key, self.n, self.event_shape, self.dtype, self.device)
         # Each block's generator is seeded exactly as before and fills a contiguous row slice in place

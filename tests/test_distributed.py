@@ -120,3 +120,23 @@ def test_local_cluster_default_path_matches_serial(tmp_path):
     db, _ = b.consolidate()
     assert list(da["cell_key"]) == list(db["cell_key"])
     assert (da["w2_exact"] == db["w2_exact"]).all()
+
+
+def test_batches_hold_consecutive_cells_of_one_group_and_skip_finished_cells(tmp_path):
+    """A Dask task is a batch of consecutive cells of one cache group (at most BATCH); a batch re-run after its
+    worker died does not run the cells already in the store."""
+    from sdebench.distributed import _batches, _group, run_batch
+    from sdebench.sweep import config_to_dict
+
+    cfgs = [CellConfig(problem=p, sde="vp", solver="em", nfe=n, n_samples=16, metrics=("w2",))
+            for p in ("gauss1d", "gmm1d") for n in (4, 8, 12)]
+    tasks = [(cell_key(c), c, "em") for c in cfgs]
+    assert [len(b) for b in _batches(tasks, 16)] == [3, 3]
+    assert [len(b) for b in _batches(tasks, 2)] == [2, 1, 2, 1]
+    assert all(len({_group(c) for _, c, _ in b}) == 1 for b in _batches(tasks, 16))
+    store = Store(tmp_path / "s")
+    items = [(config_to_dict(c), k, "em") for k, c, _ in tasks[:3]]
+    assert [s for _, s in run_batch(items, str(store.root), "b", 0)] == ["ok"] * 3
+    first = {k: store.path(k).stat().st_mtime_ns for _, k, _ in items}
+    assert [s for _, s in run_batch(items, str(store.root), "b", 0)] == ["ok"] * 3
+    assert {k: store.path(k).stat().st_mtime_ns for _, k, _ in items} == first

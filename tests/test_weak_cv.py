@@ -161,3 +161,22 @@ def test_local_cluster_affinity_deals_groups_round_robin():
     home = _affinity(Client(), tasks, 2)
     assert [home[_group(c)] for _, c, _ in tasks] == [["tcp://a:1"], ["tcp://a:1"], ["tcp://b:2"], ["tcp://a:1"]]
     assert _affinity(Client(), tasks, 1) == {}
+
+
+def test_brownian_draws_are_cached_per_process_as_fresh_copies():
+    """The path cache returns the values a fresh generator gives, as a new tensor each time (dW_I scales draws in
+    place), and a cell with the cache warm gives the same row as one with it cold."""
+    from sdebench import noise as N
+
+    a = NoiseSource(5, 300, (3,))
+    first = a.standard_normal(("bm-w", 7))
+    first.mul_(0.0)  # the caller owns it
+    again = NoiseSource(5, 300, (3,)).standard_normal(("bm-w", 7))
+    assert torch.equal(again, NoiseSource(5, 300, (3,))._draw(("bm-w", 7)))
+    assert float(again.abs().sum()) > 0
+    cfg = CellConfig(problem="gmm1d", sde="vp", solver="em", nfe=10, seed=3, n_samples=500, metrics=("weak_err",))
+    warm = run_cell(cfg)
+    N._PATH_CACHE.clear()
+    N._PATH_CACHE_SIZE[0] = 0
+    cold = run_cell(cfg)
+    assert warm["weak_err"] == cold["weak_err"]
