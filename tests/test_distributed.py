@@ -140,3 +140,19 @@ def test_batches_hold_consecutive_cells_of_one_group_and_skip_finished_cells(tmp
     first = {k: store.path(k).stat().st_mtime_ns for _, k, _ in items}
     assert [s for _, s in run_batch(items, str(store.root), "b", 0)] == ["ok"] * 3
     assert {k: store.path(k).stat().st_mtime_ns for _, k, _ in items} == first
+
+
+def test_local_cluster_workers_keep_glibcs_malloc_thresholds_usable():
+    """Dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536, which freezes glibc's mmap threshold at 128 KiB (every
+    large tensor a fresh mmap: 2.7x slower study cells); the sweep's cluster sets both thresholds high."""
+    from distributed import Client
+
+    from sdebench.distributed import WORKER_MALLOC, _local_cluster
+
+    cluster = _local_cluster(1)
+    try:
+        with Client(cluster) as client:
+            env = next(iter(client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC}).values()))
+    finally:
+        cluster.close()
+    assert env == {k: str(v) for k, v in WORKER_MALLOC.items()}
