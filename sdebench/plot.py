@@ -120,6 +120,15 @@ def solver_orders(names) -> dict:
             if n in SOLVERS and SOLVERS[n].verified_order is not None}
 
 
+def _common_limit(null: pd.Series) -> bool:
+    """Whether a panel's points share one resolution limit (within 10x), so that one grey band draws it. A
+    metric whose limit is per point (weak_err_cv: the cell's own standard error, from 1e-7 for an ODE solver to
+    1e11 for a diverging sampler) gets no band; its points at the limit are drawn hollow."""
+    v = pd.to_numeric(null, errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return bool(len(v)) and float(v.max()) <= 10 * float(v.min())
+
+
 def floor_band(sub: pd.DataFrame) -> tuple[float, float]:
     """The grey floor band of a panel: null mean -/+ 2 sd over the independent target draws where the rows
     carry ``<metric>_null_sd`` (the rule of ``<metric>_at_floor``), else min..max of the null column."""
@@ -364,7 +373,7 @@ def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
     for ax, sde in zip(axes[0], sdes):
         sub = pts[pts["sde"] == sde]
         band = sub.rename(columns={"null": "floor", "null_sd": "floor_sd"})
-        if band["floor"].notna().any():
+        if _common_limit(band["floor"]):
             lo, hi = floor_band(band)
             ax.axhspan(lo, hi, color="0.6", alpha=0.35, lw=0, zorder=0)
         for (lab, sch), g in sub.groupby(["label", "schedule"], sort=True):
@@ -390,8 +399,10 @@ def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
     handles += [Line2D([], [], color="0.2", ls=styles[s], label=f"schedule {s}") for s in scheds]
     if pts["at_floor"].astype(bool).any():
         handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.2", label="at resolution limit"))
-    if pts["null"].notna().any():
+    if any(_common_limit(pts[pts["sde"] == sde]["null"]) for sde in sdes):
         handles.append(Patch(color="0.6", alpha=0.35, label="resolution limit (null -/+ 2 sd)"))
+    elif pts["null"].notna().any():
+        handles.append(Line2D([], [], ls="none", label="(limits differ per point: no band)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
                ncol=1 if len(handles) <= 24 else 2)
     fig.suptitle(f"{title}: error vs NFE (mean over seeds; hue solver, line style schedule)", fontsize=10)

@@ -206,8 +206,8 @@ def test_report_on_committed_quick_results(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "results.parquet"), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     lb = text[text.index("## Leaderboard"):text.index("## Per problem")]
-    for problem, metric in (("gauss1d", "w2_exact"), ("gauss-aniso16", "w2_exact"), ("gmm1d", "path_err"),
-                            ("gmm2d-close", "path_err")):
+    for problem, metric in (("gauss1d", "w2_exact"), ("gauss-aniso16", "w2_exact"), ("gmm1d", "weak_err_cv"),
+                            ("gmm1d", "path_err"), ("gmm2d-close", "weak_err_cv"), ("gmm2d-close", "path_err")):
         assert f"### {problem}: `{metric}`" in lb
         assert (out / "figures" / f"leaderboard_{problem}_{metric}.png").is_file()
     # quick has NFE 5, 10, 20, 50, 100: the leaderboard's budgets 5, 10, 20, 50 are all measured
