@@ -249,3 +249,13 @@ def test_points_judged_against_the_data_law_are_not_mixed_into_the_main_slice():
             for v, ref in ((0.01, "t_end"), (0.5, "data"))]
     p = main_slice(points(pd.DataFrame(rows), "w2_exact"))
     assert len(p) == 1 and p["mean"].iloc[0] == 0.01 and p["reference"].iloc[0] == "t_end"
+
+
+def test_figure_band_only_where_the_points_share_one_limit():
+    """A grey band from min to max of per-point limits (weak_err_cv: 1e-7 .. 1e11) covered whole panels; the band
+    is drawn only when a panel's limits agree within 10x."""
+    from sdebench.plot import _common_limit
+
+    assert _common_limit(pd.Series([0.07, 0.08, 0.09]))
+    assert not _common_limit(pd.Series([1e-7, 1e-3, 1e11]))
+    assert not _common_limit(pd.Series([float("nan")]))
