@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from cli_checks import fails_one_line as _fails
 
 from sdebench.cli import main
 from sdebench.problems import GaussianMixture, register_problem
@@ -14,13 +15,6 @@ from sdebench.run import CellConfig, run_cell
 BASE = ["run", "--problem", "gauss1d", "--solver", "em", "--samples", "50", "--nfe", "4"]
 
 
-def _fails(capsys, argv, match):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from cli_checks import fails_one_line as _fails
 
 from sdebench.cli import main
 from sdebench.errors import ConfigError
@@ -20,13 +21,6 @@ GAUSS = dict(problem="gauss-aniso16", sde="vp", solver="dpm-solver++2m", nfe=4, 
 MIX = dict(problem="gmm2d-ring8", sde="vp", solver="heun", nfe=6, objective="path_err")
 
 
-def _fails(capsys, argv, match):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
 
 
 # ---- parametrization --------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from cli_checks import fails_one_line as _fails
 
 from sdebench.cli import main
 from sdebench.errors import ConfigError
@@ -26,13 +27,6 @@ CHURN = dict(problem="gmm2d-ring8", sde="vp", solver="edm-sde", nfe=10, objectiv
              method="policy-gradient", samples=256, tune_seeds=[0, 1], heldout_seeds=[10], tune_option="S_churn")
 
 
-def _fails(capsys, argv, match):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert match in lines[0], lines[0]
 
 
 def _setup(problem="gmm2d-ring8", steps=5, n=64, seed=3):
