@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .metrics.registry import own_floor
 from .plot import plot_leaderboard
 from .solvers import SOLVERS
 from .stats import asymptotic_window, at_floor, bootstrap_mean_ci, fit_order
@@ -337,8 +338,9 @@ def order_fits(p: pd.DataFrame, raw: pd.DataFrame | None, metric: str) -> pd.Dat
             if len(piv) > 1 and np.nanmax(np.nanmax(piv, 0) - np.nanmin(piv, 0)) > 0:  # seeds that differ
                 Y = piv
         null = g["null"].to_numpy(dtype=float)
-        fl = g["at_floor"].to_numpy(dtype=bool) | at_floor(g["mean"].to_numpy(), null if np.isfinite(null).any()
-                                                           else None)
+        fl = g["at_floor"].to_numpy(dtype=bool)
+        if not own_floor(metric):  # a seed mean below 3x its null is at the limit too
+            fl = fl | at_floor(g["mean"].to_numpy(), null if np.isfinite(null).any() else None)
         mask = asymptotic_window(x, g["mean"].to_numpy(dtype=float), fl, fine_is_small=False)
         decl = declared_order(str(g["solver"].iloc[0]), gaussian) * scale
         r = {"SDE": sde, "solver / schedule": f"{label} / {sched}", "declared": _fmt(decl)}

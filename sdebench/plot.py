@@ -26,7 +26,7 @@ import pandas as pd
 from .errors import ConfigError
 from .io import read_table
 from .metrics.images import LEGACY_REF_RTOL
-from .metrics.registry import LABELS
+from .metrics.registry import LABELS, own_floor
 from .solvers import SOLVERS
 from .store import Store
 
@@ -104,6 +104,10 @@ def with_primary(df: pd.DataFrame, metric: str = "auto") -> pd.DataFrame:
         g["floor"] = pd.to_numeric(g[null], errors="coerce") if null in g.columns else np.nan
         sd = f"{m}_null_sd"  # spread of the null over independent target draws (absent in older rows)
         g["floor_sd"] = pd.to_numeric(g[sd], errors="coerce") if sd in g.columns else np.nan
+        flag = f"{m}_at_floor"  # the metric's own test where it has one (Metric.own_floor), else NaN
+        g["flag"] = (g[flag].map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v))
+                                 else float(str(v) in ("True", "true", "1", "1.0")))
+                     if own_floor(m) and flag in g.columns else np.nan)
         parts.append(g)
     if not parts:
         raise ConfigError("no metric with finite values in the results")

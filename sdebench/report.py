@@ -41,7 +41,7 @@ from .problems.labelled import labelled
 from .schedules import make_grid
 from .sde import get_sde
 from .solvers import get_solver
-from .stats import bootstrap_mean_ci, fit_order
+from .stats import asymptotic_window, bootstrap_mean_ci, fit_order
 
 __all__ = ["SECTIONS", "leaderboard_section",
            "fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
@@ -70,6 +70,15 @@ def pick_nfe(values, k: int = 5) -> list[int]:
     return [vals[i] for i in idx]
 
 
+def _flagged(error, floor, flag=None) -> bool:
+    """A point (its seeds' rows) at the resolution limit: the metric's own flag for at least half of the seeds
+    where it has one (``flag``, from :func:`sdebench.plot.with_primary`), else mean < FLOOR_FACTOR x floor."""
+    if flag is not None and pd.Series(flag).notna().any():
+        return bool(pd.Series(flag).mean() >= 0.5)
+    fl, m = pd.Series(floor).mean(), pd.Series(error).mean()
+    return bool(math.isfinite(fl) and m < FLOOR_FACTOR * fl)
+
+
 def fixed_nfe_table(g: pd.DataFrame, nfe: list[int]) -> pd.DataFrame:
     rows = []
     for label, s in g.groupby("label", sort=True):
@@ -80,8 +89,7 @@ def fixed_nfe_table(g: pd.DataFrame, nfe: list[int]) -> pd.DataFrame:
                 r[f"NFE {n}"] = "-"
                 continue
             m, lo, hi = _mean_ci(c["error"])
-            fl = c["floor"].mean()
-            mark = "*" if math.isfinite(fl) and m < FLOOR_FACTOR * fl else ""
+            mark = "*" if _flagged(c["error"], c["floor"], c.get("flag")) else ""
             ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) and _fmt(lo) != _fmt(hi) else ""
             r[f"NFE {n}"] = f"{_fmt(m)}{mark}{ci}"
         rows.append(r)
@@ -106,10 +114,17 @@ def nfe_to_tol_table(g: pd.DataFrame, tols) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fit(nfe, Y, null):
+def _fit(nfe, Y, null, flags=None):
+    """Fitted order; ``flags`` (per NFE, the metric's own at-the-limit test) replaces the null rule."""
     with warnings.catch_warnings():  # a missing (seed, NFE) cell is a NaN: means of all-NaN columns warn
         warnings.simplefilter("ignore", RuntimeWarning)
-        f = fit_order(nfe, Y, null=null, fine_is_small=False)
+        if flags is None:
+            f = fit_order(nfe, Y, null=null, fine_is_small=False)
+        else:
+            ybar = np.nanmean(np.atleast_2d(Y), axis=0)
+            mask = asymptotic_window(nfe, ybar, np.asarray(flags, dtype=bool) | ~np.isfinite(ybar),
+                                     fine_is_small=False)
+            f = fit_order(nfe, Y, fine_is_small=False, window=mask)
     return -f.slope, -f.hi, -f.lo, f.n_points, f.window
 
 
@@ -126,7 +141,10 @@ def order_table(g: pd.DataFrame) -> pd.DataFrame:
             null = null.reindex(index=Y.index, columns=Y.columns).to_numpy()
         if len(nfe) < 2:
             continue
-        order, lo, hi, npts, window = _fit(nfe, Y.to_numpy(), null)
+        flags = None
+        if "flag" in s.columns and s["flag"].notna().any():
+            flags = (s.groupby("nfe")["flag"].mean().reindex(Y.columns) >= 0.5).to_numpy()
+        order, lo, hi, npts, window = _fit(nfe, Y.to_numpy(), null, flags)
         theory = solver_orders([s["solver"].iloc[0]]).get(s["solver"].iloc[0], math.nan) * scale
         win = f"{int(min(window))}-{int(max(window))}" if len(window) else "-"
         rows.append({"solver": label, "fitted order": _fmt(order),
@@ -191,6 +209,9 @@ def summary_text(df: pd.DataFrame) -> str:
         cells = mean.map(_fmt).astype(object)
         if floor.notna().any().any():
             at_floor = (mean < FLOOR_FACTOR * floor.reindex_like(mean)).fillna(False)
+            if "flag" in g.columns and g["flag"].notna().any():  # the metric's own test (Metric.own_floor)
+                own = g.pivot_table(index="label", columns="nfe", values="flag", aggfunc="mean")
+                at_floor = (own.reindex_like(mean) >= 0.5).fillna(False)
             cells = cells.where(~at_floor, cells + "*")
         cells = cells.fillna("-")
         cells.columns = [f"NFE {int(c)}" for c in cells.columns]

@@ -25,7 +25,7 @@ from .guidance import check_guidance, guidance_columns, guidance_cost, guided_mo
 from .metrics.nulls import NULL_DRAWS, null_draws
 from .metrics.nulls import null_columns as _null_columns  # noqa: F401  (re-exported)
 from .metrics.nulls import target_sample as _target_sample  # noqa: F401  (re-exported)
-from .metrics.registry import DEFAULT_METRICS, GUIDED, IMAGE, MetricContext, check_metrics, compute_metrics
+from .metrics.registry import DEFAULT_METRICS, GUIDED, IMAGE, MetricContext, check_metrics, compute_metrics, own_floor
 from .metrics.registry import DESCRIPTIONS as METRICS
 from .model import Model
 from .noise import NoiseSource
@@ -230,7 +230,7 @@ def floor_flags(row: dict) -> dict:
     null draws + 2 standard deviations; metrics whose null is a standard error: below 3 of them); see
     sdebench.stats.at_floor."""
     return {f"{m}_at_floor": bool(at_floor(row[m], row[f"{m}_null"], null_sd=row.get(f"{m}_null_sd")))
-            for m in METRICS if m in row and f"{m}_null" in row}
+            for m in METRICS if m in row and f"{m}_null" in row and not own_floor(m)}
 
 
 def _versions(device: str) -> dict:

@@ -32,7 +32,8 @@ from sdebench.plugins import load_metric_plugins
 
 from .nulls import null_columns, null_draws
 
-__all__ = ["Metric", "MetricContext", "METRICS", "DEFAULT_METRICS", "DESCRIPTIONS", "LABELS", "register_metric",
+__all__ = ["Metric", "MetricContext", "METRICS", "DEFAULT_METRICS", "DESCRIPTIONS", "LABELS", "own_floor",
+           "register_metric",
            "unregister_metric", "get_metric", "check_metrics", "labels", "default_metrics", "wanted_metrics",
            "compute_metrics", "SAMPLE", "EXACT", "ESTIMATE", "GUIDED", "IMAGE"]
 
@@ -67,6 +68,9 @@ class Metric:
     # the value does not depend on the cell's seed (the exact law of w2_exact / kl_exact): a runner or sweep may
     # compute it once per cell and copy it to the other seeds; a callable decides per problem (problem -> bool)
     seed_independent: bool | Callable[[Any], bool] = False
+    # the metric writes <name>_at_floor itself (a significance test of its own, e.g. weak_err_cv's simultaneous
+    # test over its test functions) instead of the generic rule against <name>_null (sdebench.stats.at_floor)
+    own_floor: bool = False
 
     def columns_written(self) -> tuple:
         out = [self.name] + ([f"{self.name}_se"] if self.has_se else [])
@@ -201,6 +205,13 @@ def get_metric(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         raise ConfigError(f"unknown metric {name!r}; valid: {', '.join(METRICS)}") from None
+
+
+def own_floor(name: str) -> bool:
+    """True where metric ``name`` writes its own ``<name>_at_floor`` (``Metric.own_floor``): analysis then reads
+    that flag only, never the generic rule against ``<name>_null``."""
+    m = METRICS.get(name)
+    return bool(m is not None and m.own_floor)
 
 
 def check_metrics(names) -> None:
