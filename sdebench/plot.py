@@ -346,6 +346,18 @@ def plot_error_vs_nfe(df: pd.DataFrame, out_dir, metric: str = "auto", fmt: str 
     return paths
 
 
+def _panel_top(values, q: float = 0.9, headroom: float = 100.0):
+    """The y-axis top of a log panel: ``headroom`` x the ``q`` quantile of its values, or None where that is
+    above the largest value (nothing to clip). A sampler that diverges (values up to 1e12 against 1e-6..1 for
+    the rest) would otherwise squeeze every other curve into the bottom of the panel."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce")
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) < 10:
+        return None
+    top = float(v.quantile(q)) * headroom
+    return top if top < float(v.max()) else None
+
+
 def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
     """One target's leaderboard figure from its points (:func:`sdebench.leaderboard.points`: one row per
     SDE, solver label, schedule and NFE, mean over seeds): error vs NFE on log-log axes, one panel per SDE,
@@ -374,6 +386,7 @@ def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
     styles = {s: dashes[i % len(dashes)] for i, s in enumerate(scheds)}
     fig, axes = plt.subplots(1, len(sdes), figsize=(4.8 * len(sdes) + 2.2, 4.2), squeeze=False, sharey=False)
     metric = str(pts["metric"].iloc[0]) if "metric" in pts.columns else ""
+    clipped = 0
     for ax, sde in zip(axes[0], sdes):
         sub = pts[pts["sde"] == sde]
         band = sub.rename(columns={"null": "floor", "null_sd": "floor_sd"})
@@ -389,6 +402,10 @@ def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
                 ax.plot(f["nfe"], f["mean"], ls="none", marker="x", ms=4, color="0.3", zorder=4)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        top = _panel_top(sub["mean"])
+        if top is not None:
+            ax.set_ylim(top=top)
+            clipped += int((sub["mean"] > top).sum())
         ticks = sorted(sub["nfe"].unique())
         if len(ticks) > 8:
             ticks = [t for t in (4, 5, 10, 20, 50, 100, 200, 500, 1000) if ticks[0] <= t <= ticks[-1]] or ticks[::2]
@@ -407,6 +424,9 @@ def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
         handles.append(Patch(color="0.6", alpha=0.35, label="resolution limit (null -/+ 2 sd)"))
     elif pts["null"].notna().any():
         handles.append(Line2D([], [], ls="none", label="(limits differ per point: no band)"))
+    if clipped:
+        handles.append(Line2D([], [], ls="none",
+                              label=f"({clipped} points above the top: 100x a panel's 90th percentile)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
                ncol=1 if len(handles) <= 24 else 2)
     fig.suptitle(f"{title}: error vs NFE (mean over seeds; hue solver, line style schedule)", fontsize=10)

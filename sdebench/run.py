@@ -225,6 +225,12 @@ def _initial(problem, sde, cfg: CellConfig, noise: NoiseSource, dtype, device):
                             z=noise.standard_normal(("init-z",)), dtype=dtype, device=device)
 
 
+def is_timing(column: str) -> bool:
+    """True for a row's timing columns (``wall_s``, ``metrics_s``, ``time_<metric>``): they differ between runs
+    of the same cell; every other column of a row is reproducible."""
+    return column in ("wall_s", "metrics_s") or column.startswith("time_")
+
+
 def floor_flags(row: dict) -> dict:
     """<metric>_at_floor: the value is not significantly above its null distribution (below the mean of the
     null draws + 2 standard deviations; metrics whose null is a standard error: below 3 of them); see

@@ -134,14 +134,16 @@ class OrderFit:
 
 
 def fit_order(x, Y, null=None, semilog: bool = False, fine_is_small: bool = True, B: int = 1000,
-              seed: int = 0, window=None, null_sd=None) -> OrderFit:
+              seed: int = 0, window=None, null_sd=None, flags=None) -> OrderFit:
     """Slope of the mean curve with a 95% CI.
 
     x : (m,) abscissae. Y : (s, m) errors, one row per seed (or (m,) for a single curve). null : same
     shape as Y or (m,), the Monte Carlo floor of each point (None for exact metrics). null_sd : like
     null, the spread of the null draws (``<metric>_null_sd``) where the rows have it: a point is then
     also dropped where a row's ``<metric>_at_floor`` rule (below null + 2 null_sd) holds for the mean, so
-    no point flagged at its resolution limit enters a fit whatever the spread of its null.
+    no point flagged at its resolution limit enters a fit whatever the spread of its null. flags : like Y,
+    the metric's own at-the-limit flags (``<metric>_at_floor`` of a metric with ``Metric.own_floor``): they
+    replace the null rule; a point is at the limit where at least half of its seeds are flagged.
     """
     x = np.asarray(x, dtype=float)
     Y = np.atleast_2d(np.asarray(Y, dtype=float))
@@ -151,8 +153,11 @@ def fit_order(x, Y, null=None, semilog: bool = False, fine_is_small: bool = True
     if null is not None:
         N = np.atleast_2d(np.asarray(null, dtype=float))
         floor = np.nanmean(N, axis=0)
-    fmask = at_floor(ybar, floor)
-    if null is not None and null_sd is not None:
+    fmask = at_floor(ybar, floor if flags is None else None)
+    if flags is not None:
+        F = np.atleast_2d(np.asarray(flags, dtype=float))
+        fmask = fmask | (np.nanmean(F, axis=0) >= 0.5)
+    elif null is not None and null_sd is not None:
         sd = np.nanmean(np.atleast_2d(np.asarray(null_sd, dtype=float)), axis=0)
         fmask = fmask | at_floor(ybar, floor, null_sd=sd)
     mask = asymptotic_window(x, ybar, fmask, fine_is_small, semilog) if window is None else np.asarray(window)

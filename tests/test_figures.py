@@ -239,3 +239,15 @@ def test_two_schedules_of_one_seed_are_two_lines_not_a_spread():
     rows = [{"problem": "gauss1d", "sde": "vp", "label": "heun", "schedule": s, "nfe": n, "error": e}
             for s, f in (("uniform", 1.0), ("logsnr", 3.0)) for n, e in ((10, 0.1 * f), (20, 0.02 * f))]
     assert seed_spread(pd.DataFrame(rows)) == "single"
+
+
+def test_leaderboard_panel_top_clips_only_diverging_curves():
+    """A panel whose values span 1e-6..1 plus a diverging curve up to 1e12 gets its top at 100x the 90th
+    percentile; a panel without outliers is not clipped, nor one with too few points to say."""
+    from sdebench.plot import _panel_top
+
+    bulk = np.logspace(-6, 0, 95)
+    top = _panel_top(np.concatenate([bulk, np.logspace(3, 12, 5)]))
+    assert top is not None and 10 <= top <= 100
+    assert _panel_top(bulk) is None
+    assert _panel_top([1e-3, 1e12]) is None

@@ -64,3 +64,19 @@ def test_point_summary_flags_floor_and_brackets_mean():
     assert pts.loc[8, "ci_lo"] <= pts.loc[8, "mean"] <= pts.loc[8, "ci_hi"]
     assert not pts.loc[8, "at_floor"] and pts.loc[64, "at_floor"]
     assert pts.loc[8, "seeds"] == 3
+
+
+def test_own_flags_replace_the_null_rule_in_order_fits():
+    """A metric with its own at-the-limit test (Metric.own_floor, e.g. weak_err_cv) passes its flags: flagged
+    points leave the fit even above 3x their null, and unflagged points stay in it even below."""
+    x = np.array([10.0, 20, 40, 80, 160, 320])
+    y = 2.0 / x**2
+    y[-2:] = [2e-4, 2.1e-4]  # the last two points sit on a noise plateau
+    null = np.full_like(y, 1e-5)  # far below every value: the null rule keeps all six points
+    assert fit_order(x, y, null=null, fine_is_small=False).slope > -1.9
+    flags = np.array([0, 0, 0, 0, 1, 1], dtype=float)
+    f = fit_order(x, y, null=null, fine_is_small=False, flags=flags)
+    assert abs(f.slope + 2) < 1e-9 and f.n_floor == 2 and f.window == tuple(x[:4])
+    null_hi = np.full_like(y, 1e-3)  # 3x this is above the last five values: the flags keep them in
+    g = fit_order(x[:4], y[:4], null=null_hi[:4], fine_is_small=False, flags=np.zeros(4))
+    assert abs(g.slope + 2) < 1e-9 and g.n_floor == 0

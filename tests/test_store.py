@@ -10,6 +10,7 @@ import pytest
 
 from sdebench.cli import main as cli
 from sdebench.errors import ConfigError
+from sdebench.run import is_timing
 from sdebench.store import Store
 
 
@@ -101,7 +102,8 @@ def _sweep_file(tmp_path, out):
 
 
 def _values(out):
-    df = pd.read_parquet(out / "results.parquet").drop(columns=["wall_s", "metrics_s"], errors="ignore")
+    df = pd.read_parquet(out / "results.parquet")
+    df = df.drop(columns=[c for c in df.columns if is_timing(c)])
     return df.sort_values("cell_key").reset_index(drop=True)
 
 

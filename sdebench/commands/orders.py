@@ -15,6 +15,7 @@ import numpy as np
 
 from sdebench.errors import ConfigError
 from sdebench.io import check_writable, read_table, write_table
+from sdebench.metrics.registry import own_floor
 from sdebench.run import METRICS
 from sdebench.stats import fit_order, point_summary
 
@@ -78,9 +79,14 @@ def fit_table(df: pd.DataFrame, metrics=None, B: int = 1000) -> pd.DataFrame:
             if null is not None and f"{m}_null_sd" in g:
                 null_sd = g.pivot_table(index="seed", columns="steps", values=f"{m}_null_sd",
                                         aggfunc="mean").reindex(columns=steps).to_numpy()
+            flags = None
+            if own_floor(m) and f"{m}_at_floor" in g:  # the metric's own test replaces the null rule
+                flags = g.assign(_f=g[f"{m}_at_floor"].map(lambda v: str(v) in ("True", "true", "1", "1.0"))
+                                 .astype(float)).pivot_table(index="seed", columns="steps", values="_f",
+                                                             aggfunc="mean").reindex(columns=steps).to_numpy()
             Y = vals.to_numpy()
-            fh = fit_order(h, Y, null=null, fine_is_small=True, B=B, null_sd=null_sd)
-            fn = fit_order(nfe, Y, null=null, fine_is_small=False, B=B, null_sd=null_sd)
+            fh = fit_order(h, Y, null=null, fine_is_small=True, B=B, null_sd=null_sd, flags=flags)
+            fn = fit_order(nfe, Y, null=null, fine_is_small=False, B=B, null_sd=null_sd, flags=flags)
             out.append({**info, "metric": m, "order_h": fh.slope, "order_h_lo": fh.lo, "order_h_hi": fh.hi,
                         "slope_nfe": fn.slope, "slope_nfe_lo": fn.lo, "slope_nfe_hi": fn.hi, "points": fh.n_points,
                         "at_floor": fh.n_floor, "seeds": fh.n_seeds, "ci": fh.method,

@@ -245,18 +245,24 @@ def wanted_metrics(ctx: MetricContext) -> list:
 
 
 def compute_metrics(ctx: MetricContext, stages=None) -> dict:
-    """Row columns of every wanted metric of the cell (only those of ``stages`` when given)."""
+    """Row columns of every wanted metric of the cell (only those of ``stages`` when given), and each metric's
+    wall time in ``time_<name>`` (seconds; a cached computation, e.g. a shared reference solve, counts in the
+    cell that paid it)."""
+    import time
+
     import torch
 
     row: dict = {}
     for m in wanted_metrics(ctx):
         if stages is not None and m.stage not in stages:
             continue
+        t0 = time.perf_counter()
         if m.no_grad:
             with torch.no_grad():
                 row.update(m.compute(ctx))
         else:
             row.update(m.compute(ctx))
+        row[f"time_{m.name}"] = time.perf_counter() - t0
     return row
 
 
