@@ -142,16 +142,24 @@ def points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     df = df[np.isfinite(df["value"])]
     if df.empty:
         return pd.DataFrame()
-    null, sd = f"{metric}_null", f"{metric}_null_sd"
-    df = df.assign(_floor=_row_floor(df, metric).astype(float),
-                   _null=pd.to_numeric(df[null], errors="coerce") if null in df else np.nan,
-                   _sd=pd.to_numeric(df[sd], errors="coerce") if sd in df else np.nan)
+    null, sd, se = f"{metric}_null", f"{metric}_null_sd", f"{metric}_se"
+    num = lambda c: pd.to_numeric(df[c], errors="coerce") if c in df else np.nan  # noqa: E731
+    df = df.assign(_floor=_row_floor(df, metric).astype(float), _null=num(null), _sd=num(sd), _se=num(se),
+                   _lo=num(f"{metric}_lo"), _hi=num(f"{metric}_hi"))
     keys = POINT_KEYS + ["nfe"]
     grouped = df.groupby(keys, sort=False, dropna=False)
     agg = grouped.agg(kind=("kind", "first"), mean=("value", "mean"), vmin=("value", "min"), vmax=("value", "max"),
                       seeds=("value", "size"), null=("_null", "mean"), null_sd=("_sd", "mean"),
-                      floor=("_floor", "mean")).reset_index()
-    agg["lo"], agg["hi"] = np.nan, np.nan
+                      floor=("_floor", "mean"), se=("_se", "first"), ilo=("_lo", "first"),
+                      ihi=("_hi", "first")).reset_index()
+    # one seed: the metric's own 95% interval: <metric>_lo .. _hi where it writes them (weak_err_cv's
+    # simultaneous interval), else value -/+ 1.96 <metric>_se clipped at 0 where it reports a standard error
+    one = agg["seeds"] == 1
+    own = one & np.isfinite(agg["ilo"]) & np.isfinite(agg["ihi"])
+    sym = one & ~own & np.isfinite(agg["se"]) & (agg["se"] > 0)
+    agg["lo"] = np.where(own, agg["ilo"], np.where(sym, (agg["mean"] - 1.96 * agg["se"]).clip(lower=0.0), np.nan))
+    agg["hi"] = np.where(own, agg["ihi"], np.where(sym, agg["mean"] + 1.96 * agg["se"], np.nan))
+    agg = agg.drop(columns=["se", "ilo", "ihi"])
     spread = (agg["seeds"] > 1) & ((agg["vmax"] - agg["vmin"]) > 1e-12 * agg["mean"].abs().clip(lower=1e-300))
     if spread.any():
         values = grouped["value"].apply(lambda v: v.to_numpy(dtype=float)).reset_index(drop=True)
@@ -188,10 +196,12 @@ def _fmt(v) -> str:
 
 
 def _val(r) -> str:
-    """A point's error as a table cell: mean, '*' at the resolution limit, CI over seeds where there is one."""
+    """A point's error as a table cell: mean, '*' at the resolution limit, CI over seeds where there is one (one
+    seed: the metric's own 95% interval, from its standard error)."""
     s = _fmt(r["mean"]) + (FLOOR_MARK if r["at_floor"] else "")
     if math.isfinite(r["lo"]) and _fmt(r["lo"]) != _fmt(r["hi"]):
-        s += f" [{_fmt(r['lo'])}, {_fmt(r['hi'])}]"
+        lo = "0" if r["lo"] == 0 else _fmt(r["lo"])
+        s += f" [{lo}, {_fmt(r['hi'])}]"
     return s
 
 
@@ -477,7 +487,10 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-LEGEND = (f"Leaderboard cells: error = mean over seeds [bootstrap 95% CI over seeds, where the seeds differ]; "
+LEGEND = (f"Leaderboard cells: error = mean over seeds [bootstrap 95% CI over seeds, where the seeds differ; with "
+          "one seed, the metric's own 95% interval: `<metric>_lo`..`_hi` where it writes them (weak_err_cv: the "
+          "simultaneous interval of the true maximum over its test functions, which excludes 0 exactly when the "
+          "point is resolved), else value -/+ 1.96 `<metric>_se` clipped at 0]; "
           f"`{FLOOR_MARK}` = at the metric's resolution limit (`<metric>_at_floor` for at least half of the seeds): "
           "such a point is never picked as a winner nor used in an order fit. A configuration competes at NFE B "
           "with its largest measured NFE in (2B/3, B] (named when it is not B); the consistency samplers are not "

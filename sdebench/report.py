@@ -223,7 +223,8 @@ def summary_text(df: pd.DataFrame) -> str:
 
 SUMMARY_LEGEND = (f"*: mean below {FLOOR_FACTOR:g}x the metric's resolution limit (<metric>_null: for sampled "
                   "metrics the Monte Carlo floor, the same statistic between exact target samples; for path_err "
-                  "the reference solve's own error), i.e. not resolved; exact metrics (w2_exact, kl_exact) have no "
+                  "the reference solve's own error), i.e. not resolved; for weak_err_cv, no test function's error "
+                  "passes its simultaneous test (weak_err_cv_at_floor); exact metrics (w2_exact, kl_exact) have no "
                   "limit; -: no cell")
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from sdebench import cli
 from sdebench.leaderboard import (
+    _val,
     budget_points,
     choose_budgets,
     final_denoise_table,
@@ -259,3 +260,22 @@ def test_figure_band_only_where_the_points_share_one_limit():
     assert _common_limit(pd.Series([0.07, 0.08, 0.09]))
     assert not _common_limit(pd.Series([1e-7, 1e-3, 1e11]))
     assert not _common_limit(pd.Series([float("nan")]))
+
+
+def test_one_seed_points_carry_the_metrics_own_interval():
+    """A one-seed point of a metric with a standard error (weak_err_cv_se) gets value -/+ 1.96 se, clipped at 0,
+    printed in the table cell, or the metric's own interval (<metric>_lo / _hi) where it writes one; a metric
+    without either (w2_exact) gets none."""
+    rows = _rows("synthC", "ipndm", "uniform", lambda n: 0.01 / n, metric="weak_err_cv", seeds=1)
+    for r in rows:
+        r["weak_err_cv_se"] = 0.008 / r["nfe"] if r["nfe"] != 5 else 0.0001
+    p = points(pd.DataFrame(rows), "weak_err_cv").set_index("nfe")
+    assert p.loc[10, "lo"] == 0.0 and p.loc[10, "hi"] == pytest.approx(0.001 + 1.96 * 0.0008)
+    assert p.loc[5, "lo"] == pytest.approx(0.002 - 1.96e-4) and p.loc[5, "hi"] == pytest.approx(0.002 + 1.96e-4)
+    assert _val(p.loc[10]) == "0.001 [0, 0.00257]"
+    for r in rows:  # a metric that writes its own interval (weak_err_cv_lo / _hi): that one is printed
+        r["weak_err_cv_lo"], r["weak_err_cv_hi"] = 0.5 * r["weak_err_cv"], 3 * r["weak_err_cv"]
+    q = points(pd.DataFrame(rows), "weak_err_cv").set_index("nfe")
+    assert q.loc[10, "lo"] == 0.0005 and q.loc[10, "hi"] == 0.003 and _val(q.loc[10]) == "0.001 [5.00e-04, 0.003]"
+    exact = points(pd.DataFrame(_rows("synthA", "heun", "uniform", lambda n: 1.0 / n, seeds=1)), "w2_exact")
+    assert exact["lo"].isna().all()

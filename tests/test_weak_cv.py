@@ -134,6 +134,8 @@ def test_weak_err_cv_limit_test_is_calibrated_under_heavy_tailed_differences():
         row = coupled_weak_err(x, x_ref, x_ref, target)
         assert row["weak_err_cv_ref_err"] == 0.0 and 3.3 < row["weak_err_cv_crit"] < 3.8  # F = 8 x 14 + 16 = 128
         assert row["weak_err_cv_at_floor"] == (not row["weak_err_cv_z"] > row["weak_err_cv_crit"])
+        assert row["weak_err_cv_at_floor"] == (row["weak_err_cv_lo"] == 0.0)  # the interval excludes 0 iff resolved
+        assert row["weak_err_cv_lo"] <= row["weak_err_cv"] <= row["weak_err_cv_raw"] <= row["weak_err_cv_hi"]
         resolved += not row["weak_err_cv_at_floor"]
     assert resolved <= 18, resolved
 
@@ -153,6 +155,7 @@ def test_weak_err_cv_resolves_a_study_point_that_one_switched_path_hid():
     assert not small["weak_err_cv_at_floor"] and small["weak_err_cv_raw"] == small["weak_err_cv"]
     assert abs(row["weak_err_cv"] / small["weak_err_cv"] - 1) < 0.1
     assert row["weak_err_cv_raw"] > 10 * row["weak_err_cv"]
+    assert 0 < row["weak_err_cv_lo"] <= row["weak_err_cv"] <= row["weak_err_cv_hi"]
 
 
 def test_cv_test_statistic_edge_cases():

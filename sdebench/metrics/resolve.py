@@ -66,11 +66,13 @@ The point is at its resolution limit (``weak_err_cv_at_floor``, written by the m
 |e_f| among the functions that pass (hard thresholding at the simultaneous level: a heavy-tailed function,
 e.g. a characteristic-function term moved by one path that ends in another mode, cannot set the value with an
 error that is all noise); where none passes, the largest |e_f|, flagged. ``weak_err_cv_raw``: the plain
-maximum, always; ``weak_err_cv_resolved_f``: how many functions pass. ``weak_err_cv_null`` = ref_err + max_f
-s_f, the noise scale of the plain maximum (the figures' band). The earlier rule, value below 3 x that null,
-flagged points whose error some function resolves at tens of its standard errors whenever another function is
-noisy (docs/statistics.md). How far below weak_err's floor it reaches depends on how close the solver's paths
-stay to the reference's: ODE solvers, to about path_err / sqrt(n) (the mean of the pathwise differences
+maximum, always; ``weak_err_cv_resolved_f``: how many functions pass; ``weak_err_cv_lo`` / ``_hi``: the
+simultaneous 95% interval of the true maximum, max_f (|e_f| - ref_err - c s_f)_+ .. max_f (|e_f| + ref_err + c
+s_f), which excludes 0 exactly when the point is resolved (the leaderboard prints it). ``weak_err_cv_null`` =
+ref_err + max_f s_f, the noise scale of the plain maximum (the figures' band). The earlier rule, value below 3 x
+that null, flagged points whose error some function resolves at tens of its standard errors whenever another
+function is noisy (docs/statistics.md). How far below weak_err's floor it reaches depends on how close the
+solver's paths stay to the reference's: ODE solvers, to about path_err / sqrt(n) (the mean of the pathwise differences
 cancels where their signs vary); SDE solvers, ~5e-3 at n = 6000, because a path that passes near a decision
 boundary between modes may end in a different mode than the reference's path (measured in
 docs/statistics.md). Cost: the test functions on 2n rows, plus the reference solves (amortised over a group).
@@ -341,7 +343,12 @@ def coupled_weak_err(x: torch.Tensor, x_ref: torch.Tensor, x_check: torch.Tensor
     raw = float(e.max())
     val = float(e[resolved].max()) if bool(resolved.any()) else raw
     hi, lo = float((e + c * s).max()), float(torch.clamp(e - c * s, min=0).max())
-    row = {"weak_err_cv": val, "weak_err_cv_se": max(hi - val, val - lo) / _Z95,
+    # the simultaneous 95% interval of the solver's true max error (the reference's own error on both sides):
+    # it excludes 0 exactly when some function passes the test, i.e. when the point is not at its limit
+    lo_ref = float(torch.clamp(torch.where(keep, e - ref_err - c * s, 0.0), min=0).max())
+    hi_ref = float(torch.where(keep, e + ref_err + c * s, 0.0).max())
+    row = {"weak_err_cv": val, "weak_err_cv_lo": lo_ref, "weak_err_cv_hi": hi_ref,
+           "weak_err_cv_se": max(hi - val, val - lo) / _Z95,
            "weak_err_cv_null": ref_err + float(s.max()), "weak_err_cv_ref_err": ref_err, "weak_err_cv_paths": m,
            "weak_err_cv_raw": raw, "weak_err_cv_z": float(z.max()), "weak_err_cv_crit": c,
            "weak_err_cv_resolved_f": int(resolved.sum()), "weak_err_cv_at_floor": not bool(resolved.any())}
@@ -517,7 +524,8 @@ def _register() -> None:
                            "weak error (coupled to the reference)",
                            _weak_cv, applies=_cv_applies, has_se=True, has_null=True,
                            columns=("weak_err_cv_mom", "weak_err_cv_cf", "weak_err_cv_kme", "weak_err_cv_ref_err",
-                                    "weak_err_cv_paths", "weak_err_cv_ref_steps", "weak_err_cv_raw", "weak_err_cv_z",
+                                    "weak_err_cv_paths", "weak_err_cv_ref_steps", "weak_err_cv_raw", "weak_err_cv_lo",
+                                    "weak_err_cv_hi", "weak_err_cv_z",
                                     "weak_err_cv_crit", "weak_err_cv_resolved_f"),
                            problems="analytic, any d", stage=ESTIMATE, own_floor=True))
     register_metric(Metric("strong_err", "SDE solvers with a strong order: RMS |x - x_ref| vs srk at 8x the steps on "
