@@ -426,7 +426,8 @@ def plot_leaderboard(pts: pd.DataFrame, path, title: str) -> Path:
         handles.append(Line2D([], [], ls="none", label="(limits differ per point: no band)"))
     if clipped:
         handles.append(Line2D([], [], ls="none",
-                              label=f"({clipped} points above the top: 100x a panel's 90th percentile)"))
+                              label=f"({clipped} point{'s' if clipped > 1 else ''} above the top: 100x a panel's "
+                                    "90th percentile)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
                ncol=1 if len(handles) <= 24 else 2)
     fig.suptitle(f"{title}: error vs NFE (mean over seeds; hue solver, line style schedule)", fontsize=10)

@@ -73,7 +73,7 @@ ref_err + max_f s_f, the noise scale of the plain maximum (the figures' band). T
 that null, flagged points whose error some function resolves at tens of its standard errors whenever another
 function is noisy (docs/statistics.md). How far below weak_err's floor it reaches depends on how close the
 solver's paths stay to the reference's: ODE solvers, to about path_err / sqrt(n) (the mean of the pathwise differences
-cancels where their signs vary); SDE solvers, ~5e-3 at n = 6000, because a path that passes near a decision
+cancels where their signs vary); SDE solvers, ~6e-3 at n = 6000, because a path that passes near a decision
 boundary between modes may end in a different mode than the reference's path (measured in
 docs/statistics.md). Cost: the test functions on 2n rows, plus the reference solves (amortised over a group).
 
