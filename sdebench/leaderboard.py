@@ -41,7 +41,7 @@ from .errors import ConfigError
 from .metrics.registry import own_floor
 from .plot import plot_leaderboard
 from .solvers import SOLVERS
-from .stats import asymptotic_window, at_floor, bootstrap_mean_ci, fit_order
+from .stats import asymptotic_window, at_floor, bootstrap_mean_ci, fit_order, flag_values
 
 __all__ = ["BUDGETS", "TOLS", "PRIMARY_FALLBACK", "primary_metrics", "points", "main_slice", "budget_points",
            "winners_table", "nfe_to_tol", "tol_table", "order_fits", "sde_vs_ode_table", "t_end_table",
@@ -126,7 +126,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 def _row_floor(g: pd.DataFrame, metric: str) -> np.ndarray:
     flag = f"{metric}_at_floor"
     if flag in g.columns and g[flag].notna().any():
-        f = g[flag].map(lambda v: str(v) in ("True", "true", "1", "1.0")).to_numpy(dtype=bool)
+        f = flag_values(g[flag]) == 1.0
         return f | ~np.isfinite(g["value"].to_numpy(dtype=float))
     null = pd.to_numeric(g[f"{metric}_null"], errors="coerce").to_numpy() if f"{metric}_null" in g else None
     sd = pd.to_numeric(g[f"{metric}_null_sd"], errors="coerce").to_numpy() if f"{metric}_null_sd" in g else None

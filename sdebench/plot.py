@@ -28,6 +28,7 @@ from .io import read_table
 from .metrics.images import LEGACY_REF_RTOL
 from .metrics.registry import LABELS, own_floor
 from .solvers import SOLVERS
+from .stats import flag_values
 from .store import Store
 
 __all__ = ["load_results", "primary_metric", "with_primary", "plot_error_vs_nfe", "plot_leaderboard", "solver_orders",
@@ -105,9 +106,7 @@ def with_primary(df: pd.DataFrame, metric: str = "auto") -> pd.DataFrame:
         sd = f"{m}_null_sd"  # spread of the null over independent target draws (absent in older rows)
         g["floor_sd"] = pd.to_numeric(g[sd], errors="coerce") if sd in g.columns else np.nan
         flag = f"{m}_at_floor"  # the metric's own test where it has one (Metric.own_floor), else NaN
-        g["flag"] = (g[flag].map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v))
-                                 else float(str(v) in ("True", "true", "1", "1.0")))
-                     if own_floor(m) and flag in g.columns else np.nan)
+        g["flag"] = flag_values(g[flag]) if own_floor(m) and flag in g.columns else np.nan
         parts.append(g)
     if not parts:
         raise ConfigError("no metric with finite values in the results")

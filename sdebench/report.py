@@ -41,7 +41,7 @@ from .problems.labelled import labelled
 from .schedules import make_grid
 from .sde import get_sde
 from .solvers import get_solver
-from .stats import asymptotic_window, bootstrap_mean_ci, fit_order
+from .stats import bootstrap_mean_ci, fit_order
 
 __all__ = ["SECTIONS", "leaderboard_section",
            "fixed_nfe_table", "nfe_to_tol_table", "order_table", "write_report", "DEFAULT_TOLS", "is_guided",
@@ -118,13 +118,7 @@ def _fit(nfe, Y, null, flags=None):
     """Fitted order; ``flags`` (per NFE, the metric's own at-the-limit test) replaces the null rule."""
     with warnings.catch_warnings():  # a missing (seed, NFE) cell is a NaN: means of all-NaN columns warn
         warnings.simplefilter("ignore", RuntimeWarning)
-        if flags is None:
-            f = fit_order(nfe, Y, null=null, fine_is_small=False)
-        else:
-            ybar = np.nanmean(np.atleast_2d(Y), axis=0)
-            mask = asymptotic_window(nfe, ybar, np.asarray(flags, dtype=bool) | ~np.isfinite(ybar),
-                                     fine_is_small=False)
-            f = fit_order(nfe, Y, fine_is_small=False, window=mask)
+        f = fit_order(nfe, Y, null=null, fine_is_small=False, flags=flags)
     return -f.slope, -f.hi, -f.lo, f.n_points, f.window
 
 
@@ -208,10 +202,11 @@ def summary_text(df: pd.DataFrame) -> str:
         floor = g.pivot_table(index="label", columns="nfe", values="floor", aggfunc="mean")
         cells = mean.map(_fmt).astype(object)
         if floor.notna().any().any():
-            at_floor = (mean < FLOOR_FACTOR * floor.reindex_like(mean)).fillna(False)
             if "flag" in g.columns and g["flag"].notna().any():  # the metric's own test (Metric.own_floor)
                 own = g.pivot_table(index="label", columns="nfe", values="flag", aggfunc="mean")
                 at_floor = (own.reindex_like(mean) >= 0.5).fillna(False)
+            else:
+                at_floor = (mean < FLOOR_FACTOR * floor.reindex_like(mean)).fillna(False)
             cells = cells.where(~at_floor, cells + "*")
         cells = cells.fillna("-")
         cells.columns = [f"NFE {int(c)}" for c in cells.columns]

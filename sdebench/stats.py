@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FLOOR_FACTOR", "NULL_Z", "ABS_FLOOR", "at_floor", "fit_slope", "asymptotic_window", "OrderFit",
-           "fit_order", "bootstrap_mean_ci", "local_slopes"]
+__all__ = ["FLOOR_FACTOR", "NULL_Z", "ABS_FLOOR", "at_floor", "flag_values", "fit_slope", "asymptotic_window",
+           "OrderFit", "fit_order", "bootstrap_mean_ci", "local_slopes"]
 
 FLOOR_FACTOR = 3.0
 NULL_Z = 2.0
@@ -61,6 +61,13 @@ def at_floor(value, null=None, factor: float = FLOOR_FACTOR, abs_floor: float = 
             thr = np.where(np.isfinite(sd), nl + z * sd, thr)
         out = out | (np.isfinite(nl) & (v < thr))
     return out
+
+
+def flag_values(values) -> np.ndarray:
+    """Stored ``<metric>_at_floor`` flags as floats: 1.0 where set (a bool, or "True" / "true" / "1" / "1.0" as a
+    CSV round trip leaves it), 0.0 where not, NaN where missing (None or a float NaN)."""
+    return np.array([math.nan if v is None or (isinstance(v, float) and math.isnan(v))
+                     else float(str(v) in ("True", "true", "1", "1.0")) for v in values], dtype=float)
 
 
 def fit_slope(x, y, semilog: bool = False) -> tuple[float, float]:

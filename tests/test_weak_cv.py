@@ -15,7 +15,7 @@ from sdebench.metrics.density import init_moments
 from sdebench.metrics.resolve import (
     _target_tests,
     coupled_weak_err,
-    cv_test_statistic,
+    cv_z,
     weak_err_exact,
     weak_features,
     weak_values,
@@ -158,14 +158,14 @@ def test_weak_err_cv_resolves_a_study_point_that_one_switched_path_hid():
     assert 0 < row["weak_err_cv_lo"] <= row["weak_err_cv"] <= row["weak_err_cv_hi"]
 
 
-def test_cv_test_statistic_edge_cases():
+def test_cv_z_edge_cases():
     """s_f = 0: a function whose error exceeds ref_err is resolved outright (z = inf), one that does not is not
     (-inf); functions outside ``keep`` never count."""
     e, s = torch.tensor([0.3, 0.1, 0.5]), torch.tensor([0.0, 0.02, 0.1])
-    assert cv_test_statistic(e, s, 0.2) == math.inf
-    assert cv_test_statistic(e, s, 0.4, torch.tensor([True, True, False])) == pytest.approx(-15.0)
-    assert cv_test_statistic(e, torch.zeros(3), 0.6) == -math.inf
-    assert cv_test_statistic(e, s, 0.0, torch.tensor([False, True, True])) == pytest.approx(5.0)
+    assert float(cv_z(e, s, 0.2).max()) == math.inf
+    assert float(cv_z(e, s, 0.4, torch.tensor([True, True, False])).max()) == pytest.approx(-15.0)
+    assert float(cv_z(e, torch.zeros(3), 0.6).max()) == -math.inf
+    assert float(cv_z(e, s, 0.0, torch.tensor([False, True, True])).max()) == pytest.approx(5.0)
 
 
 def test_sde_reference_is_shared_across_nfe_on_a_shared_base_grid():

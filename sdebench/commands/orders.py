@@ -17,7 +17,7 @@ from sdebench.errors import ConfigError
 from sdebench.io import check_writable, read_table, write_table
 from sdebench.metrics.registry import own_floor
 from sdebench.run import METRICS
-from sdebench.stats import fit_order, point_summary
+from sdebench.stats import fit_order, flag_values, point_summary
 
 if TYPE_CHECKING:  # pandas loads when a table is read, not when the parser is built
     import pandas as pd
@@ -81,9 +81,8 @@ def fit_table(df: pd.DataFrame, metrics=None, B: int = 1000) -> pd.DataFrame:
                                         aggfunc="mean").reindex(columns=steps).to_numpy()
             flags = None
             if own_floor(m) and f"{m}_at_floor" in g:  # the metric's own test replaces the null rule
-                flags = g.assign(_f=g[f"{m}_at_floor"].map(lambda v: str(v) in ("True", "true", "1", "1.0"))
-                                 .astype(float)).pivot_table(index="seed", columns="steps", values="_f",
-                                                             aggfunc="mean").reindex(columns=steps).to_numpy()
+                flags = g.assign(_f=(flag_values(g[f"{m}_at_floor"]) == 1.0).astype(float)).pivot_table(
+                    index="seed", columns="steps", values="_f", aggfunc="mean").reindex(columns=steps).to_numpy()
             Y = vals.to_numpy()
             fh = fit_order(h, Y, null=null, fine_is_small=True, B=B, null_sd=null_sd, flags=flags)
             fn = fit_order(nfe, Y, null=null, fine_is_small=False, B=B, null_sd=null_sd, flags=flags)

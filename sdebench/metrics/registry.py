@@ -23,6 +23,7 @@ path_err; guided cells: class_mass and path_err).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,8 @@ from sdebench.plugins import load_metric_plugins
 from .nulls import null_columns, null_draws
 
 __all__ = ["Metric", "MetricContext", "METRICS", "DEFAULT_METRICS", "DESCRIPTIONS", "LABELS", "own_floor",
-           "register_metric",
-           "unregister_metric", "get_metric", "check_metrics", "labels", "default_metrics", "wanted_metrics",
-           "compute_metrics", "SAMPLE", "EXACT", "ESTIMATE", "GUIDED", "IMAGE"]
+           "register_metric", "unregister_metric", "get_metric", "check_metrics", "labels", "default_metrics",
+           "wanted_metrics", "compute_metrics", "SAMPLE", "EXACT", "ESTIMATE", "GUIDED", "IMAGE"]
 
 # stages: the order in which a cell computes its metrics (within SAMPLE: the order asked for; else registry order)
 SAMPLE, EXACT, ESTIMATE, GUIDED, IMAGE = 0, 1, 2, 3, 4
@@ -248,8 +248,6 @@ def compute_metrics(ctx: MetricContext, stages=None) -> dict:
     """Row columns of every wanted metric of the cell (only those of ``stages`` when given), and each metric's
     wall time in ``time_<name>`` (seconds; a cached computation, e.g. a shared reference solve, counts in the
     cell that paid it)."""
-    import time
-
     import torch
 
     row: dict = {}
