@@ -209,6 +209,22 @@ def test_shared_crn_gives_every_solver_of_a_group_one_base_grid():
         parse_sweep(tomllib.loads(SHARED.format(crn='"yes"')))
 
 
+def test_every_sde_sampler_of_the_study_shares_its_groups_brownian_path():
+    """sweeps/paper.toml: every stochastic cell judged by weak_err_cv runs on its group's one 200-step base grid,
+    so the srk reference is solved once per problem x SDE x schedule. torchsde-reversible-heun (N + 1 NFE for
+    N steps) at NFE 10, 20, ... took 9, 19, ... steps, which no shared grid holds: its cells had no base grid and
+    each solved its own reference (429 s of the study)."""
+    from pathlib import Path
+
+    from sdebench.sweep import load_sweep
+
+    sweep = load_sweep(str(Path(__file__).resolve().parents[1] / "sweeps" / "paper.toml"))
+    cells = [cfg for _, cfg, _ in expand(sweep)
+             if "weak_err_cv" in cfg.metrics and get_solver(cfg.solver).kind == "sde"]
+    assert len({c.solver for c in cells}) == 13
+    assert {c.crn_steps for c in cells} == {200}
+
+
 def test_local_cluster_affinity_deals_groups_round_robin():
     from sdebench.distributed import _affinity, _group
 
